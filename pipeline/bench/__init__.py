@@ -1,0 +1,1 @@
+"""Benchmarks and the storms they run: synthetic storms on real service graphs, the demo storm."""

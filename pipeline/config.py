@@ -1,0 +1,201 @@
+"""Frozen configuration: one file builds the running logic of every operator."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from pipeline.alerts import InputError, validation_error
+
+MAX_CONFIG_BYTES = 1 << 20
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read "30s", "5m", "1.5h", "7d" or a number of seconds as a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or text like '30s'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"not a duration: {str(value)[:40]!r} (use 30s, 5m, 2h, 7d)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IdentityConfig(_Frozen):
+    """Which labels name an alert's service and its correlation scope."""
+
+    service_labels: tuple[str, ...] = (
+        "service",
+        "service.name",
+        "service_name",
+        "app.kubernetes.io/name",
+        "app",
+        "k8s_app",
+        "consumergroup",
+        "job",
+        "container",
+        "deployment",
+        "statefulset",
+        "daemonset",
+    )
+    pod_label: str = "pod"
+    # Values that name a scraper or exporter, not the service that is failing.
+    ignore_values: str = (
+        r"^(kube-state-metrics|kubelet|cadvisor|node|node-exporter|apiserver|prometheus"
+        r"|kubernetes-.*|.*[-_]exporter|blackbox|pushgateway|POD)$"
+    )
+    scope_labels: tuple[str, ...] = ("cluster",)
+    default_scope: str = "default"
+
+
+class DedupeConfig(_Frozen):
+    """Windows that tell a retry from a repeat, and a flap from a new episode."""
+
+    retry_window: Duration = timedelta(seconds=60)
+    flap_window: Duration = timedelta(minutes=10)
+    flap_threshold: int = Field(default=3, ge=2)
+    retention: Duration = timedelta(hours=24)
+
+
+class IncidentConfig(_Frozen):
+    """How alerts group into incidents on event time."""
+
+    hold: Duration = timedelta(seconds=30)
+    gap: Duration = timedelta(minutes=5)
+    quiet: Duration = timedelta(minutes=5)
+    out_of_order: Duration = timedelta(seconds=2)
+    link_depth: int = Field(default=4, ge=1, le=32)
+    expire_after: Duration = timedelta(hours=12)
+    late: Literal["process", "dead-letter"] = "process"
+
+
+class PageConfig(_Frozen):
+    """Which severities wake a person; the rest go to a channel."""
+
+    severities: tuple[str, ...] = ("critical", "page", "emergency", "p1")
+
+
+class Calibration(_Frozen):
+    """Platt map from the top candidate's log-odds to a probability of being right."""
+
+    intercept: float = 0.0
+    slope: float = 1.0
+
+
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+Ratio = Annotated[float, Field(ge=1.0, le=100.0)]
+
+
+class RankConfig(_Frozen):
+    """The likelihood model behind the root-cause ranking; each number a probability or a ratio."""
+
+    p_self_alert: Probability = 0.85  # the root fires an alert of its own
+    p_spread: Probability = 0.75  # factor per call hop for a suffering caller
+    p_noise: Probability = 0.1  # an unrelated warning happens to fire
+    p_noise_critical: Probability = 0.02  # an unrelated critical alert happens to fire
+    p_root_first: Probability = 0.75  # the root fires before the services it explains
+    p_caller_suffers: Probability = 0.3  # a direct caller of the root alerts too
+    p_path_suffers: Probability = 0.8  # a caller that symptoms pass through alerts too
+    root_lag: Duration = timedelta(minutes=2)  # how late a root's own alert plausibly comes
+    root_lead: Duration = timedelta(minutes=3)  # how long before its symptoms a root plausibly fires
+    label_ratio: Ratio = 3.0  # how much likelier root_cause_candidate makes a service
+    cause_ratio: Ratio = 2.0  # how much likelier an alert that reads as a cause makes it
+    layer_ratio: Ratio = 1.5  # how much likelier the deepest layer makes it
+    cause_alerts: str = (
+        r"(?i)(crashloop|oom|outofmemory|memory|cpu|throttl|disk|filesystem|volume|connection|pool|deadlock"
+        r"|replicat|down|unavailable|restart|evict|exhaust|saturat|full|leader|quorum|certificate|jvm|gc)"
+    )
+    calibration: Calibration = Calibration()
+    layers: dict[str, float] = {
+        "infrastructure": 1.0,
+        "network": 1.0,
+        "storage": 1.0,
+        "database": 0.8,
+        "datastore": 0.8,
+        "queue": 0.6,
+        "platform": 0.5,
+        "backend": 0.2,
+        "application": 0.1,
+        "app": 0.1,
+    }
+    severities: dict[str, float] = {
+        "emergency": 1.0,
+        "critical": 1.0,
+        "page": 1.0,
+        "p1": 1.0,
+        "error": 0.8,
+        "major": 0.8,
+        "high": 0.8,
+        "warning": 0.5,
+        "minor": 0.4,
+        "medium": 0.5,
+        "low": 0.3,
+        "info": 0.2,
+        "none": 0.0,
+    }
+    max_candidates: int = Field(default=10, ge=1, le=100)
+
+
+class Config(_Frozen):
+    """Everything an operator needs, read once from a file or taken as defaults."""
+
+    identity: IdentityConfig = IdentityConfig()
+    dedupe: DedupeConfig = DedupeConfig()
+    incidents: IncidentConfig = IncidentConfig()
+    page: PageConfig = PageConfig()
+    rank: RankConfig = RankConfig()
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a YAML or JSON config file; an error names the file and the field."""
+    if path is None:
+        return Config()
+    data = read_structured(path, "config")
+    try:
+        return Config.model_validate(data or {})
+    except ValidationError as exc:
+        raise validation_error(exc, prefix=f"{path}") from None
+
+
+def read_structured(path: str | Path, what: str, limit: int = MAX_CONFIG_BYTES) -> Any:
+    """Read a bounded YAML or JSON file; an InputError says which file and why."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(str(path), f"{what} file is {size} bytes, over the {limit} byte limit")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read {what} file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(str(path), f"{what} file is not UTF-8 text") from None
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+            raise InputError(str(path), f"{what} file uses YAML aliases, which are not accepted")
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InputError(str(path), f"{what} file is not valid {path.suffix or 'YAML'}: {exc}") from None

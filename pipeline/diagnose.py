@@ -1,0 +1,249 @@
+"""The diagnose operator: from an incident snapshot to a versioned diagnosis.
+
+A diagnosis goes out once the incident's hold is over, and then again only when
+it changes: a new version for each change, the same incident id throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.alerts import OptionalTime, Time
+from pipeline.config import Config
+from pipeline.graph import ServiceGraph
+from pipeline.incidents import NO_SERVICE, Incident
+from pipeline.rank import Ranking, rank
+from pipeline.runbooks import Catalog
+
+MAX_SYMPTOMS = 20
+PICTURE_CACHE = 4096
+
+
+class RootCause(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str | None
+    alert: str | None
+    inferred: bool = False
+
+
+class RankedCandidate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    score: float
+    reasons: list[str]
+
+
+class Evidence(BaseModel):
+    """One fact behind a diagnosis, with where and when it was seen."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    text: str
+    service: str | None = None
+    at: OptionalTime = None
+    value: float | None = None
+
+
+class Diagnosis(BaseModel):
+    """The diagnoses topic value: one version of one incident's diagnosis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    incident_id: str
+    version: int = Field(ge=1)
+    status: Literal["firing", "resolved"]
+    scope: str
+    opened_at: Time
+    updated_at: Time
+    paged_at: OptionalTime
+    root_cause: RootCause
+    candidates: list[RankedCandidate]
+    confidence: float = Field(ge=0.0, le=1.0)
+    affected_services: list[str]
+    fingerprints: list[str]
+    alert_count: int
+    unique_alerts: int
+    recommended_runbook: str | None
+    summary: str
+    evidence: list[Evidence]
+    severity: str = ""
+    flapping: bool = False
+    external_url: str = ""
+
+
+class DiagnosisState(BaseModel):
+    """What diagnose remembers of one incident: the last version and when it paged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incident_id: str
+    version: int = 0
+    signature: str = ""
+    paged_at: OptionalTime = None
+
+
+class Diagnoser:
+    """Built once from the config, graph and runbook catalog; ranks and versions diagnoses."""
+
+    def __init__(self, config: Config, graph: ServiceGraph, catalog: Catalog):
+        self.config = config
+        self.graph = graph
+        self.catalog = catalog
+        self.page_severities = {s.lower() for s in config.page.severities}
+        self._pictures: dict[tuple[str, int], _Picture] = {}  # a cache: pictures depend on the revision only
+
+    def step(self, state: DiagnosisState | None, incident: Incident) -> tuple[DiagnosisState | None, list[Diagnosis]]:
+        """Take an incident snapshot; return a new diagnosis version if anything changed."""
+        if incident.status == "closed":
+            return None, []
+        if not incident.due:
+            return state, []
+        state = state or DiagnosisState(incident_id=incident.id)
+        paged_at = state.paged_at or (incident.updated_at if self._pages(incident) else None)
+        signature = f"{incident.revision}|{incident.firing}|{incident.notifications}|{paged_at is not None}"
+        if signature == state.signature:
+            return state, []
+        diagnosis = self.diagnose(incident, paged_at, state.version + 1)
+        new_state = DiagnosisState(incident_id=incident.id, version=diagnosis.version, signature=signature,
+                                   paged_at=paged_at)
+        return new_state, [diagnosis]
+
+    def _pages(self, incident: Incident) -> bool:
+        """An incident pages once it is firing and one of its services fired a paging severity."""
+        return incident.status == "firing" and any(
+            s.severity in self.page_severities for s in incident.services.values()
+        )
+
+    def diagnose(self, incident: Incident, paged_at: datetime | None, version: int) -> Diagnosis:
+        """The diagnosis of a snapshot: the revision's picture plus this moment's counts."""
+        picture = self._picture(incident)
+        return Diagnosis(
+            incident_id=incident.id,
+            version=version,
+            status="firing" if incident.status == "firing" else "resolved",
+            scope=incident.scope,
+            opened_at=incident.opened_at,
+            updated_at=incident.updated_at,
+            paged_at=paged_at,
+            root_cause=picture.root_cause,
+            candidates=picture.candidates,
+            confidence=picture.ranking.confidence,
+            affected_services=picture.affected,
+            fingerprints=sorted(incident.fingerprints),
+            alert_count=incident.notifications,
+            unique_alerts=incident.unique_alerts,
+            recommended_runbook=picture.runbook,
+            summary=_summary(incident, picture.ranking, picture.runbook, len(picture.affected)),
+            evidence=picture.evidence + _counts_evidence(incident),
+            severity=picture.severity,
+            flapping=bool(incident.flapping),
+            external_url=incident.external_url,
+        )
+
+    def _picture(self, incident: Incident) -> "_Picture":
+        key = (incident.id, incident.revision)
+        picture = self._pictures.get(key)
+        if picture is None:
+            if len(self._pictures) >= PICTURE_CACHE:
+                self._pictures.clear()
+            picture = self._pictures[key] = self._draw(incident)
+        return picture
+
+    def _draw(self, incident: Incident) -> "_Picture":
+        ranking = rank(incident, self.graph, self.config.rank)
+        root = ranking.root
+        runbook = self._runbook(incident, ranking)
+        affected = sorted({s for s in incident.services if s != NO_SERVICE} | ({root.service} if root else set()))
+        return _Picture(
+            ranking=ranking,
+            root_cause=RootCause(service=root.service if root else None, alert=root.alert if root else None,
+                                 inferred=root.inferred if root else False),
+            candidates=[RankedCandidate(service=c.service, score=c.score, reasons=c.reasons)
+                        for c in ranking.candidates],
+            runbook=runbook,
+            affected=affected,
+            severity=max(incident.services.values(), key=lambda s: s.severity_score).severity,
+            evidence=_evidence(incident, ranking),
+        )
+
+    def _runbook(self, incident: Incident, ranking: Ranking) -> str | None:
+        root = ranking.root
+        if root is None:
+            return None
+        summary = incident.services.get(root.service)
+        labels = summary.first_labels if summary else {}
+        kind = self.graph.kind(root.service) if root.service in self.graph else "service"
+        names = summary.alertnames if summary else [None]
+        for name in names:
+            chosen = self.catalog.choose(name, labels, kind)
+            if chosen is not None:
+                return chosen.id
+        return None
+
+
+@dataclass(frozen=True)
+class _Picture:
+    """What a diagnosis says that depends only on the incident's revision: computed once."""
+
+    ranking: Ranking
+    root_cause: RootCause
+    candidates: list[RankedCandidate]
+    runbook: str | None
+    affected: list[str]
+    severity: str
+    evidence: list[Evidence]
+
+
+def _summary(incident: Incident, ranking: Ranking, runbook: str | None, affected: int) -> str:
+    root = ranking.root
+    if root is None:
+        return f"{incident.unique_alerts} alerts with no service named; no root cause to rank"
+    what = f"{root.service} (inferred: no alert of its own)" if root.inferred else f"{root.service} {root.alert}"
+    state = "resolved: " if incident.status != "firing" else ""
+    tail = f"; runbook {runbook}" if runbook else ""
+    return (f"{state}{what} is the likely root cause of {affected} affected service(s), "
+            f"{incident.unique_alerts} alerts, {ranking.confidence:.0%} confidence{tail}")
+
+
+def _evidence(incident: Incident, ranking: Ranking) -> list[Evidence]:
+    facts: list[Evidence] = []
+    root = ranking.root
+    named = sorted((s for k, s in incident.services.items() if k != NO_SERVICE), key=lambda s: s.first_onset)
+    if root is not None:
+        facts.append(Evidence(kind="root", service=root.service, text=f"{root.service}: " + "; ".join(root.reasons)))
+    for summary in named[:MAX_SYMPTOMS]:
+        text = (f"{summary.service}: {', '.join(summary.alertnames)} ({summary.severity}) "
+                f"from {summary.first_onset:%H:%M:%S}; {summary.joined}")
+        if summary.first_summary:
+            text += f"; \"{summary.first_summary}\""
+        facts.append(Evidence(kind="alert", service=summary.service, at=summary.first_onset, text=text))
+    if len(named) > MAX_SYMPTOMS:
+        facts.append(Evidence(kind="alert", text=f"and {len(named) - MAX_SYMPTOMS} more services"))
+    nameless = incident.services.get(NO_SERVICE)
+    if nameless is not None:
+        facts.append(Evidence(kind="alert", at=nameless.first_onset, text=(
+            f"{nameless.alerts} alert(s) name no service: {', '.join(nameless.alertnames)}; {nameless.joined}")))
+    if incident.flapping:
+        facts.append(Evidence(kind="flapping", value=float(len(incident.flapping)),
+                              text=f"{len(incident.flapping)} alert(s) flapping"))
+    if len(ranking.candidates) > 1:
+        second = ranking.candidates[1]
+        facts.append(Evidence(kind="runner_up", service=second.service, value=second.score,
+                              text=f"runner-up {second.service}: " + "; ".join(second.reasons)))
+    return facts
+
+
+def _counts_evidence(incident: Incident) -> list[Evidence]:
+    """The dedupe fact, which changes with every duplicate and so is not cached."""
+    if not incident.dedupe:
+        return []
+    dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(incident.dedupe.items()))
+    return [Evidence(kind="dedupe", value=float(incident.notifications),
+                     text=f"{incident.notifications} notifications for {incident.unique_alerts} alerts ({dropped})")]

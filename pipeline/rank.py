@@ -1,0 +1,187 @@
+"""Root-cause ranking: which service best explains an incident's alerts, and how likely it is.
+
+Each candidate root is scored by how likely the incident's alerts are if it
+were the root: the root usually alerts itself and fires first; its callers,
+and theirs, suffer hop by hop; an alerting service it cannot explain is noise;
+callers that stay quiet count against it; an alert that looks like a cause
+(a pool, a crash, memory) rather than a symptom (latency, errors) and an
+explicit `root_cause_candidate` label make it likelier, but only by a bounded
+factor: a loud symptom that claims to be the root still loses to what explains
+it. The scores are posterior probabilities over the candidates.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.config import RankConfig
+from pipeline.graph import ServiceGraph
+from pipeline.incidents import NO_SERVICE, Incident, ServiceSummary
+
+ONSET_TOLERANCE_S = 5.0
+
+
+class Candidate(BaseModel):
+    """One ranked root-cause candidate: its posterior probability and the reasons for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    score: float
+    reasons: list[str]
+    alert: str | None = None
+    inferred: bool = False
+
+
+class Ranking(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    candidates: list[Candidate]
+    confidence: float
+
+    @property
+    def root(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+def rank(incident: Incident, graph: ServiceGraph, config: RankConfig) -> Ranking:
+    """Rank every alerting service and every silent node where alerting paths meet."""
+    named = [s for k, s in incident.services.items() if k != NO_SERVICE]
+    if not named:
+        return Ranking(candidates=[], confidence=0.0)
+    model = _Model(named, graph, config)
+    scored = [model.alerted(i) for i in range(len(named))]
+    for node in incident.roots:
+        if node not in model.alerting and _converges(node, model.alerting, graph):
+            scored.append(model.silent(node))
+    top = max(log for log, *_ in scored)
+    weights = [math.exp(log - top) for log, *_ in scored]
+    total = sum(weights)
+    candidates = sorted(
+        (Candidate(service=service, score=round(w / total, 4), alert=alert, inferred=alert is None,
+                   reasons=reasons)
+         for (_, service, alert, reasons), w in zip(scored, weights)),
+        key=lambda c: (-c.score, c.service),
+    )
+    return Ranking(candidates=candidates[: config.max_candidates],
+                   confidence=_calibrated(candidates[0].score, config))
+
+
+def _converges(node: str, alerting: set[str], graph: ServiceGraph) -> bool:
+    """A silent node is a plausible root only where alerting paths meet at it.
+
+    If every alerting service that reaches it does so through one alerting
+    service, that service is the smaller explanation.
+    """
+    reaching = [s for s in alerting if node in graph.reach[s]]
+    frontier = [s for s in reaching if not any(t != s and t in graph.reach[s] for t in reaching)]
+    return len(frontier) >= 2
+
+
+class _Model:
+    """The log-likelihood of an incident's alerts under each candidate root, with reasons."""
+
+    def __init__(self, named: list[ServiceSummary], graph: ServiceGraph, config: RankConfig):
+        self.named, self.graph, self.c = named, graph, config
+        self.alerting = {s.node for s in named if s.node is not None}
+        self.cause = _cause_pattern(config.cause_alerts)
+        self.onsets = [s.first_onset.timestamp() for s in named]
+        self.reaches = [graph.reach[s.node] if s.node is not None else {} for s in named]
+        log_noise_critical, log_noise = math.log(config.p_noise_critical), math.log(config.p_noise)
+        self.noise = [log_noise_critical if s.severity_score >= 1.0 else log_noise for s in named]
+        self.log_spread = math.log(config.p_spread)
+
+    def alerted(self, i: int) -> tuple[float, str, str | None, list[str]]:
+        own, c = self.named[i], self.c
+        log, reasons = self._explains(own.node, i)
+        log += math.log(c.p_self_alert)
+        if self.cause.search(own.first_alert):
+            log += math.log(c.cause_ratio)
+            reasons.append(f"{own.first_alert} reads as a cause, not a symptom")
+        else:
+            reasons.append(f"{own.first_alert} ({own.severity})")
+        if own.candidate_label:
+            log += math.log(c.label_ratio)
+            reasons.append("labelled root_cause_candidate (weighed, not trusted)")
+        log += self._layer(own.layer or (self.graph.kind(own.node) if own.node else ""))
+        return log, own.service, own.first_alert, reasons
+
+    def silent(self, node: str) -> tuple[float, str, None, list[str]]:
+        kind = self.graph.kind(node)
+        log, reasons = self._explains(node, None)
+        log += math.log(1 - self.c.p_self_alert) + self._layer(kind)
+        reasons.insert(0, f"no alert of its own: inferred as the {kind} where the alerting paths meet")
+        return log, node, None, reasons
+
+    def _layer(self, layer: str) -> float:
+        return self.c.layers.get(layer, 0.0) * math.log(self.c.layer_ratio)
+
+    def _explains(self, node: str | None, own: int | None) -> tuple[float, list[str]]:
+        """Every other alerting service is explained (a hop cost each) or noise; then onset and quiet callers."""
+        log, explained = 0.0, []
+        for j, reach in enumerate(self.reaches):
+            if j == own:
+                continue
+            hops = reach.get(node) if node is not None else None
+            if hops is None:
+                log += self.noise[j]
+            else:
+                log += self.log_spread * hops
+                explained.append(j)
+        total = len(self.named)
+        noise = total - len(explained) - (own is not None)
+        reasons = [f"explains {len(explained) + (own is not None)} of {total} alerting services"
+                   + (" through call edges" if explained else "")]
+        if noise:
+            reasons.append(f"{noise} alerting service(s) it cannot explain")
+        if own is not None and explained:
+            term, text = self._onset(own, explained)
+            log += term
+            reasons.append(text)
+        if node is not None:
+            term, text = self._quiet_callers(node, explained)
+            log += term
+            if text:
+                reasons.append(text)
+        return log, reasons
+
+    def _onset(self, own: int, explained: list[int]) -> tuple[float, str]:
+        """A root fires first; a little late is plausible (`for:` delays), much later is not."""
+        c = self.c
+        first = min(explained, key=self.onsets.__getitem__)
+        lag = self.onsets[own] - self.onsets[first]
+        name, at = self.named[first].service, self.named[own].first_onset
+        if lag <= ONSET_TOLERANCE_S:
+            lead = max(0.0, -lag - c.root_lead.total_seconds())
+            return (math.log(c.p_root_first) - lead / c.root_lag.total_seconds(),
+                    f"first to fire, at {at:%H:%M:%S}, {int(-lag)}s before {name}")
+        return (math.log(1 - c.p_root_first) - (lag - ONSET_TOLERANCE_S) / c.root_lag.total_seconds(),
+                f"fired {int(lag)}s after {name}")
+
+    def _quiet_callers(self, node: str, explained: list[int]) -> tuple[float, str]:
+        """Callers that stay quiet: damning when the symptoms would have to pass through them."""
+        quiet = [q for q in self.graph.callers(node) if q not in self.alerting]
+        if not quiet:
+            return 0.0, ""
+        between = [q for q in quiet if any(q in self.reaches[j] for j in explained)]
+        log = (len(quiet) - len(between)) * math.log(1 - self.c.p_caller_suffers)
+        log += len(between) * math.log(1 - self.c.p_path_suffers)
+        text = f"{len(quiet)} caller(s) not alerting: {', '.join(quiet[:3])}"
+        return log, text + (f" ({len(between)} on the path to its symptoms)" if between else "")
+
+
+@lru_cache(maxsize=8)
+def _cause_pattern(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def _calibrated(posterior: float, config: RankConfig) -> float:
+    """The calibration map from the top posterior to a probability of being right."""
+    p = min(max(posterior, 1e-6), 1 - 1e-6)
+    cal = config.calibration
+    z = cal.intercept + cal.slope * math.log(p / (1 - p))
+    return round(1.0 / (1.0 + math.exp(-z)), 3)

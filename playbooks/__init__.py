@@ -1,0 +1,1 @@
+"""Runbooks as programs: the catalog (runbooks.yaml) and one Ansible playbook per runbook."""
