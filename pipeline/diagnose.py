@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.actions import RemediationEvent
 from pipeline.alerts import OptionalTime, Time
 from pipeline.config import Config
 from pipeline.graph import ServiceGraph
@@ -20,6 +21,7 @@ from pipeline.rank import Ranking, rank
 from pipeline.runbooks import Catalog
 
 MAX_SYMPTOMS = 20
+MAX_REMEDIATIONS = 10
 PICTURE_CACHE = 4096
 
 
@@ -79,7 +81,7 @@ class Diagnosis(BaseModel):
 
 
 class DiagnosisState(BaseModel):
-    """What diagnose remembers of one incident: the last version and when it paged."""
+    """What diagnose remembers of one incident: its last snapshot, version, page and remediations."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +89,8 @@ class DiagnosisState(BaseModel):
     version: int = 0
     signature: str = ""
     paged_at: OptionalTime = None
+    incident: Incident | None = None
+    remediations: list[RemediationEvent] = Field(default_factory=list)
 
 
 class Diagnoser:
@@ -99,20 +103,39 @@ class Diagnoser:
         self.page_severities = {s.lower() for s in config.page.severities}
         self._pictures: dict[tuple[str, int], _Picture] = {}  # a cache: pictures depend on the revision only
 
-    def step(self, state: DiagnosisState | None, incident: Incident) -> tuple[DiagnosisState | None, list[Diagnosis]]:
-        """Take an incident snapshot; return a new diagnosis version if anything changed."""
+    def step(self, state: DiagnosisState | None,
+             event: Incident | RemediationEvent) -> tuple[DiagnosisState | None, list[Diagnosis]]:
+        """Take an incident snapshot or a remediation result; return a new version if anything changed."""
+        if isinstance(event, RemediationEvent):
+            return self._remediated(state, event)
+        incident = event
         if incident.status == "closed":
             return None, []
         if not incident.due:
             return state, []
         state = state or DiagnosisState(incident_id=incident.id)
+        return self._version(state, incident, state.remediations)
+
+    def _remediated(self, state: DiagnosisState | None,
+                    event: RemediationEvent) -> tuple[DiagnosisState | None, list[Diagnosis]]:
+        """A finished run is part of the picture: the diagnosis gains a version that says so."""
+        if state is None or state.incident is None or not event.final:
+            return state, []
+        if any(r.run_id == event.run_id and r.step == event.step for r in state.remediations):
+            return state, []
+        remediations = [*state.remediations, event][-MAX_REMEDIATIONS:]
+        return self._version(state, state.incident, remediations)
+
+    def _version(self, state: DiagnosisState, incident: Incident,
+                 remediations: list[RemediationEvent]) -> tuple[DiagnosisState, list[Diagnosis]]:
         paged_at = state.paged_at or (incident.updated_at if self._pages(incident) else None)
-        signature = f"{incident.revision}|{incident.firing}|{incident.notifications}|{paged_at is not None}"
+        signature = (f"{incident.revision}|{incident.firing}|{incident.notifications}|{paged_at is not None}"
+                     f"|{len(remediations)}")
         if signature == state.signature:
             return state, []
-        diagnosis = self.diagnose(incident, paged_at, state.version + 1)
+        diagnosis = self.diagnose(incident, paged_at, state.version + 1, remediations)
         new_state = DiagnosisState(incident_id=incident.id, version=diagnosis.version, signature=signature,
-                                   paged_at=paged_at)
+                                   paged_at=paged_at, incident=incident, remediations=remediations)
         return new_state, [diagnosis]
 
     def _pages(self, incident: Incident) -> bool:
@@ -121,7 +144,8 @@ class Diagnoser:
             s.severity in self.page_severities for s in incident.services.values()
         )
 
-    def diagnose(self, incident: Incident, paged_at: datetime | None, version: int) -> Diagnosis:
+    def diagnose(self, incident: Incident, paged_at: datetime | None, version: int,
+                 remediations: list[RemediationEvent] = ()) -> Diagnosis:
         """The diagnosis of a snapshot: the revision's picture plus this moment's counts."""
         picture = self._picture(incident)
         return Diagnosis(
@@ -141,7 +165,7 @@ class Diagnoser:
             unique_alerts=incident.unique_alerts,
             recommended_runbook=picture.runbook,
             summary=_summary(incident, picture.ranking, picture.runbook, len(picture.affected)),
-            evidence=picture.evidence + _counts_evidence(incident),
+            evidence=picture.evidence + _counts_evidence(incident) + _remediation_evidence(remediations),
             severity=picture.severity,
             flapping=bool(incident.flapping),
             external_url=incident.external_url,
@@ -238,6 +262,16 @@ def _evidence(incident: Incident, ranking: Ranking) -> list[Evidence]:
         facts.append(Evidence(kind="runner_up", service=second.service, value=second.score,
                               text=f"runner-up {second.service}: " + "; ".join(second.reasons)))
     return facts
+
+
+def _remediation_evidence(remediations: list[RemediationEvent]) -> list[Evidence]:
+    return [
+        Evidence(kind="remediation", at=r.at, value=r.duration_s,
+                 text=f"{r.runbook} {r.step.replace('_', ' ')}"
+                      + (f" after {r.duration_s:.0f}s" if r.duration_s is not None else "")
+                      + (f" (approved by {r.by})" if r.by else "") + (f": {r.detail}" if r.detail else ""))
+        for r in remediations
+    ]
 
 
 def _counts_evidence(incident: Incident) -> list[Evidence]:

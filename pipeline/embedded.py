@@ -12,6 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
+from pipeline.actions import RemediationEvent
 from pipeline.alerts import AlertRecord, InputError, Webhook, parse_webhook, split_webhook
 from pipeline.config import Config
 from pipeline.correlate import Correlator, DeadLetter, ScopeState, counts_total
@@ -59,6 +60,11 @@ class Embedded:
             state = self.scopes.get(scope) or self.correlator.initial(scope)
             self.scopes[scope], outputs = self.correlator.step(state, batch)
             self._route(outputs)
+
+    def remediate(self, event: RemediationEvent) -> None:
+        """Take a step the executor reported; a finished run gives the diagnosis a new version."""
+        state = self.diagnosis_states.get(event.incident_id)
+        self._keep_diagnosis(event.incident_id, *self.diagnoser.step(state, event))
 
     def pipe_webhook(self, body: dict | Webhook, at: datetime) -> list[AlertRecord]:
         """Split a webhook body into records as the bridge does, and take them."""
@@ -116,11 +122,13 @@ class Embedded:
                 self._send(DEAD_LETTERS, output)
 
     def _diagnose(self, incident: Incident) -> None:
-        state, diagnoses = self.diagnoser.step(self.diagnosis_states.get(incident.id), incident)
+        self._keep_diagnosis(incident.id, *self.diagnoser.step(self.diagnosis_states.get(incident.id), incident))
+
+    def _keep_diagnosis(self, incident_id: str, state: DiagnosisState | None, diagnoses: list) -> None:
         if state is None:
-            self.diagnosis_states.pop(incident.id, None)
+            self.diagnosis_states.pop(incident_id, None)
         else:
-            self.diagnosis_states[incident.id] = state
+            self.diagnosis_states[incident_id] = state
         for diagnosis in diagnoses:
             self._send(DIAGNOSES, diagnosis)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from pipeline.actions import Approval, Feedback, RemediationEvent
 from pipeline.alerts import AlertRecord, InputError, validation_error
 from pipeline.correlate import DeadLetter, ScopeState
 from pipeline.diagnose import Diagnosis, DiagnosisState
@@ -69,6 +70,18 @@ DEAD_LETTERS = Topic(
     "stormdrain.alerts.dlq", "source", DeadLetter, partitions=1, retention_ms=30 * DAY_MS,
     description="Records that could not be taken, with the reason.",
 )
+APPROVALS = Topic(
+    "stormdrain.approvals", "incident_id", Approval, partitions=3, retention_ms=90 * DAY_MS,
+    description="Approvals of runbook runs, from Slack buttons, keyed by incident id.",
+)
+FEEDBACK = Topic(
+    "stormdrain.feedback", "incident_id", Feedback, partitions=3, retention_ms=365 * DAY_MS,
+    description="People's verdicts on diagnoses (not actionable, escalate, confirmed, wrong root).",
+)
+REMEDIATIONS = Topic(
+    "stormdrain.remediations", "incident_id", RemediationEvent, partitions=3, retention_ms=365 * DAY_MS,
+    description="Every step of every runbook run: the audit trail.",
+)
 SCOPE_TABLE = Topic(
     "stormdrain.correlate.scopes", "scope", ScopeState, compact=True,
     description="Changelog of correlate's per-scope state.",
@@ -78,7 +91,7 @@ DIAGNOSIS_TABLE = Topic(
     description="Changelog of diagnose's per-incident version state.",
 )
 
-TOPICS: tuple[Topic, ...] = (ALERTS_RAW, INCIDENTS, DIAGNOSES, DEAD_LETTERS)
+TOPICS: tuple[Topic, ...] = (ALERTS_RAW, INCIDENTS, DIAGNOSES, DEAD_LETTERS, APPROVALS, FEEDBACK, REMEDIATIONS)
 TABLES: tuple[Topic, ...] = (SCOPE_TABLE, DIAGNOSIS_TABLE)
 
 

@@ -196,3 +196,21 @@ def test_the_ticker_closes_incidents_while_the_storm_is_quiet():
     run.pipe_webhook(webhook(alert("HighLatency", "checkout", status="resolved", starts=0, ends=40)), at(45))
     run.tick(at(45 + 2 + 300))
     assert run.scopes["default"].incidents == {}
+
+
+def test_a_finished_remediation_gives_the_diagnosis_a_version_that_says_so():
+    from pipeline.actions import RemediationEvent
+
+    run = driver(SHOP)
+    run.pipe_webhook(webhook(alert("PoolExhausted", "orders")), at(30))
+    run.advance(60)
+    [first] = run.read("diagnoses")
+    step = {"incident_id": first.incident_id, "runbook": "RB-DB-001", "run_id": "r1", "at": "2025-11-28T04:00:00Z",
+            "by": "U123", "duration_s": 42.0}
+    run.remediate(RemediationEvent.model_validate({**step, "step": "started"}))
+    assert run.read("diagnoses") == []  # a start is not a result
+    run.remediate(RemediationEvent.model_validate({**step, "step": "finished", "detail": "pool 100 -> 150"}))
+    run.remediate(RemediationEvent.model_validate({**step, "step": "finished", "detail": "pool 100 -> 150"}))
+    [second] = run.read("diagnoses")  # the same result delivered twice is one version
+    assert second.version == first.version + 1
+    assert any(e.kind == "remediation" and "RB-DB-001 finished after 42s" in e.text for e in second.evidence)
