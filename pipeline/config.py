@@ -158,6 +158,13 @@ class RankConfig(_Frozen):
     max_candidates: int = Field(default=10, ge=1, le=100)
 
 
+class EvidenceConfig(_Frozen):
+    """When to ask for metric evidence and how much it weighs in the ranking."""
+
+    refresh: Duration = timedelta(seconds=60)  # ask again at most this often while services join
+    weight: float = Field(default=1.0, ge=0.0, le=10.0)  # multiplies each service's log-likelihood ratio
+
+
 class Config(_Frozen):
     """Everything an operator needs, read once from a file or taken as defaults."""
 
@@ -166,6 +173,7 @@ class Config(_Frozen):
     incidents: IncidentConfig = IncidentConfig()
     page: PageConfig = PageConfig()
     rank: RankConfig = RankConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
 
 
 def load_config(path: str | Path | None) -> Config:

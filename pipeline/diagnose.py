@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.actions import RemediationEvent
 from pipeline.alerts import OptionalTime, Time
 from pipeline.config import Config
+from pipeline.evidence import IncidentEvidence
 from pipeline.graph import ServiceGraph
 from pipeline.incidents import NO_SERVICE, Incident
 from pipeline.rank import Ranking, rank
@@ -91,6 +92,7 @@ class DiagnosisState(BaseModel):
     paged_at: OptionalTime = None
     incident: Incident | None = None
     remediations: list[RemediationEvent] = Field(default_factory=list)
+    evidence: IncidentEvidence | None = None
 
 
 class Diagnoser:
@@ -104,17 +106,29 @@ class Diagnoser:
         self._pictures: dict[tuple[str, int], _Picture] = {}  # a cache: pictures depend on the revision only
 
     def step(self, state: DiagnosisState | None,
-             event: Incident | RemediationEvent) -> tuple[DiagnosisState | None, list[Diagnosis]]:
-        """Take an incident snapshot or a remediation result; return a new version if anything changed."""
+             event: Incident | RemediationEvent | IncidentEvidence) -> tuple[DiagnosisState | None, list[Diagnosis]]:
+        """Take an incident snapshot, a remediation result or metric evidence; return a new version if anything
+        changed."""
         if isinstance(event, RemediationEvent):
             return self._remediated(state, event)
+        if isinstance(event, IncidentEvidence):
+            return self._evidenced(state, event)
         incident = event
         if incident.status == "closed":
             return None, []
         if not incident.due:
             return state, []
         state = state or DiagnosisState(incident_id=incident.id)
-        return self._version(state, incident, state.remediations)
+        return self._version(state, incident, state.remediations, state.evidence)
+
+    def _evidenced(self, state: DiagnosisState | None,
+                   event: IncidentEvidence) -> tuple[DiagnosisState | None, list[Diagnosis]]:
+        """Metric evidence arrives after the first page; the diagnosis gains a version with it."""
+        if state is None or state.incident is None:
+            return state, []
+        if state.evidence is not None and (state.evidence.revision, state.evidence.at) >= (event.revision, event.at):
+            return state, []  # older or the same answer, delivered again
+        return self._version(state, state.incident, state.remediations, event)
 
     def _remediated(self, state: DiagnosisState | None,
                     event: RemediationEvent) -> tuple[DiagnosisState | None, list[Diagnosis]]:
@@ -124,18 +138,19 @@ class Diagnoser:
         if any(r.run_id == event.run_id and r.step == event.step for r in state.remediations):
             return state, []
         remediations = [*state.remediations, event][-MAX_REMEDIATIONS:]
-        return self._version(state, state.incident, remediations)
+        return self._version(state, state.incident, remediations, state.evidence)
 
-    def _version(self, state: DiagnosisState, incident: Incident,
-                 remediations: list[RemediationEvent]) -> tuple[DiagnosisState, list[Diagnosis]]:
+    def _version(self, state: DiagnosisState, incident: Incident, remediations: list[RemediationEvent],
+                 evidence: IncidentEvidence | None) -> tuple[DiagnosisState, list[Diagnosis]]:
         paged_at = state.paged_at or (incident.updated_at if self._pages(incident) else None)
         signature = (f"{incident.revision}|{incident.firing}|{incident.notifications}|{paged_at is not None}"
-                     f"|{len(remediations)}")
+                     f"|{len(remediations)}|{_evidence_key(evidence)}")
         if signature == state.signature:
             return state, []
-        diagnosis = self.diagnose(incident, paged_at, state.version + 1, remediations)
+        diagnosis = self.diagnose(incident, paged_at, state.version + 1, remediations, evidence)
         new_state = DiagnosisState(incident_id=incident.id, version=diagnosis.version, signature=signature,
-                                   paged_at=paged_at, incident=incident, remediations=remediations)
+                                   paged_at=paged_at, incident=incident, remediations=remediations,
+                                   evidence=evidence)
         return new_state, [diagnosis]
 
     def _pages(self, incident: Incident) -> bool:
@@ -145,9 +160,9 @@ class Diagnoser:
         )
 
     def diagnose(self, incident: Incident, paged_at: datetime | None, version: int,
-                 remediations: list[RemediationEvent] = ()) -> Diagnosis:
+                 remediations: list[RemediationEvent] = (), evidence: IncidentEvidence | None = None) -> Diagnosis:
         """The diagnosis of a snapshot: the revision's picture plus this moment's counts."""
-        picture = self._picture(incident)
+        picture = self._picture(incident, evidence)
         return Diagnosis(
             incident_id=incident.id,
             version=version,
@@ -171,17 +186,17 @@ class Diagnoser:
             external_url=incident.external_url,
         )
 
-    def _picture(self, incident: Incident) -> "_Picture":
-        key = (incident.id, incident.revision)
+    def _picture(self, incident: Incident, evidence: IncidentEvidence | None) -> "_Picture":
+        key = (incident.id, incident.revision, _evidence_key(evidence))
         picture = self._pictures.get(key)
         if picture is None:
             if len(self._pictures) >= PICTURE_CACHE:
                 self._pictures.clear()
-            picture = self._pictures[key] = self._draw(incident)
+            picture = self._pictures[key] = self._draw(incident, evidence)
         return picture
 
-    def _draw(self, incident: Incident) -> "_Picture":
-        ranking = rank(incident, self.graph, self.config.rank)
+    def _draw(self, incident: Incident, evidence: IncidentEvidence | None) -> "_Picture":
+        ranking = rank(incident, self.graph, self.config.rank, evidence, self.config.evidence.weight)
         root = ranking.root
         runbook = self._runbook(incident, ranking)
         affected = sorted({s for s in incident.services if s != NO_SERVICE} | ({root.service} if root else set()))
@@ -194,7 +209,7 @@ class Diagnoser:
             runbook=runbook,
             affected=affected,
             severity=max(incident.services.values(), key=lambda s: s.severity_score).severity,
-            evidence=_evidence(incident, ranking),
+            evidence=_evidence(incident, ranking) + _metric_evidence(evidence),
         )
 
     def _runbook(self, incident: Incident, ranking: Ranking) -> str | None:
@@ -261,6 +276,21 @@ def _evidence(incident: Incident, ranking: Ranking) -> list[Evidence]:
         second = ranking.candidates[1]
         facts.append(Evidence(kind="runner_up", service=second.service, value=second.score,
                               text=f"runner-up {second.service}: " + "; ".join(second.reasons)))
+    return facts
+
+
+def _evidence_key(evidence: IncidentEvidence | None) -> str:
+    return f"{evidence.revision}@{evidence.at.isoformat()}" if evidence is not None else ""
+
+
+def _metric_evidence(evidence: IncidentEvidence | None) -> list[Evidence]:
+    """The series behind the ranking, with values and times; or why there are none."""
+    if evidence is None:
+        return []
+    facts = [Evidence(kind="metric", service=i.service, at=i.onset_at, value=i.ratio, text=i.text)
+             for i in evidence.items if i.text]
+    if evidence.status != "ok":
+        facts.append(Evidence(kind="metric", at=evidence.at, text=f"metric evidence {evidence.status}: {evidence.detail}"))
     return facts
 
 

@@ -17,6 +17,7 @@ from pipeline.alerts import AlertRecord, InputError, Webhook, parse_webhook, spl
 from pipeline.config import Config
 from pipeline.correlate import Correlator, DeadLetter, ScopeState, counts_total
 from pipeline.diagnose import Diagnoser, DiagnosisState
+from pipeline.evidence import EvidenceProvider, needs_refresh, request_for
 from pipeline.graph import ServiceGraph
 from pipeline.identity import Identity
 from pipeline.incidents import Incident
@@ -28,7 +29,7 @@ class Embedded:
     """Correlate and diagnose wired in memory, scope by scope, in event time."""
 
     def __init__(self, config: Config, graph: ServiceGraph, catalog: Catalog, serialize: bool = False,
-                 keep: tuple[str, ...] | None = None):
+                 keep: tuple[str, ...] | None = None, evidence: EvidenceProvider | None = None):
         self.config = config
         self.identity = Identity(config.identity)
         self.correlator = Correlator(config, graph, self.identity)
@@ -39,6 +40,7 @@ class Embedded:
         self.outbox: dict[str, list[Any]] = defaultdict(list)
         self.now: datetime | None = None
         self.kept = {by_name(t).name for t in keep} if keep is not None else None
+        self.evidence = evidence
 
     # -- input ---------------------------------------------------------------
 
@@ -122,15 +124,26 @@ class Embedded:
                 self._send(DEAD_LETTERS, output)
 
     def _diagnose(self, incident: Incident) -> None:
-        self._keep_diagnosis(incident.id, *self.diagnoser.step(self.diagnosis_states.get(incident.id), incident))
+        diagnoses = self._keep_diagnosis(incident.id, *self.diagnoser.step(self.diagnosis_states.get(incident.id),
+                                                                             incident))
+        if self.evidence is not None and diagnoses:
+            self._gather(self.diagnosis_states[incident.id], diagnoses[-1])
 
-    def _keep_diagnosis(self, incident_id: str, state: DiagnosisState | None, diagnoses: list) -> None:
+    def _gather(self, state: DiagnosisState, diagnosis) -> None:
+        """Ask for metric evidence after a version went out: the page never waits for it."""
+        request = request_for(state.incident, [c.service for c in diagnosis.candidates])
+        if needs_refresh(state.evidence, request, self.config.evidence.refresh):
+            answer = self.evidence.gather(request)
+            self._keep_diagnosis(state.incident_id, *self.diagnoser.step(state, answer))
+
+    def _keep_diagnosis(self, incident_id: str, state: DiagnosisState | None, diagnoses: list) -> list:
         if state is None:
             self.diagnosis_states.pop(incident_id, None)
         else:
             self.diagnosis_states[incident_id] = state
         for diagnosis in diagnoses:
             self._send(DIAGNOSES, diagnosis)
+        return diagnoses
 
     def _send(self, topic: Topic, value: Any) -> Any:
         if self.serialize:

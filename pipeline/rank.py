@@ -19,6 +19,7 @@ from functools import lru_cache
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.config import RankConfig
+from pipeline.evidence import IncidentEvidence
 from pipeline.graph import ServiceGraph
 from pipeline.incidents import NO_SERVICE, Incident, ServiceSummary
 
@@ -48,16 +49,23 @@ class Ranking(BaseModel):
         return self.candidates[0] if self.candidates else None
 
 
-def rank(incident: Incident, graph: ServiceGraph, config: RankConfig) -> Ranking:
-    """Rank every alerting service and every silent node where alerting paths meet."""
+def rank(incident: Incident, graph: ServiceGraph, config: RankConfig,
+         evidence: IncidentEvidence | None = None, evidence_weight: float = 1.0) -> Ranking:
+    """Rank every alerting service, every silent node where alerting paths meet, and every
+    silent service whose metrics point at it; metric evidence weighs in when there is some."""
     named = [s for k, s in incident.services.items() if k != NO_SERVICE]
     if not named:
         return Ranking(candidates=[], confidence=0.0)
     model = _Model(named, graph, config)
     scored = [model.alerted(i) for i in range(len(named))]
-    for node in incident.roots:
-        if node not in model.alerting and _converges(node, model.alerting, graph):
-            scored.append(model.silent(node))
+    meeting = [n for n in incident.roots if n not in model.alerting and _converges(n, model.alerting, graph)]
+    scored += [model.silent(node, "where the alerting paths meet") for node in meeting]
+    if evidence is not None:
+        taken = {s.service for s in named} | set(meeting)
+        scored += [model.silent(service, "that its metrics point at")
+                   for service, v in sorted(evidence.scores.items()) if v > 0 and service not in taken]
+    if evidence is not None:
+        scored = [_weigh(entry, evidence, evidence_weight) for entry in scored]
     top = max(log for log, *_ in scored)
     weights = [math.exp(log - top) for log, *_ in scored]
     total = sum(weights)
@@ -69,6 +77,14 @@ def rank(incident: Incident, graph: ServiceGraph, config: RankConfig) -> Ranking
     )
     return Ranking(candidates=candidates[: config.max_candidates],
                    confidence=_calibrated(candidates[0].score, config))
+
+
+def _weigh(entry: tuple, evidence: IncidentEvidence, weight: float) -> tuple:
+    """Fold a service's metric evidence into its log-likelihood, with the facts as reasons."""
+    log, service, alert, reasons = entry
+    score = evidence.scores.get(service, 0.0)
+    facts = [item.text for item in evidence.items if item.service == service and item.text][:2]
+    return log + weight * score, service, alert, [*reasons, *facts]
 
 
 def _converges(node: str, alerting: set[str], graph: ServiceGraph) -> bool:
@@ -110,11 +126,13 @@ class _Model:
         log += self._layer(own.layer or (self.graph.kind(own.node) if own.node else ""))
         return log, own.service, own.first_alert, reasons
 
-    def silent(self, node: str) -> tuple[float, str, None, list[str]]:
-        kind = self.graph.kind(node)
-        log, reasons = self._explains(node, None)
+    def silent(self, node: str, why: str) -> tuple[float, str, None, list[str]]:
+        """A candidate with no alert of its own: a node where paths meet, or one its metrics accuse."""
+        in_graph = node in self.graph
+        kind = self.graph.kind(node) if in_graph else "service"
+        log, reasons = self._explains(node if in_graph else None, None)
         log += math.log(1 - self.c.p_self_alert) + self._layer(kind)
-        reasons.insert(0, f"no alert of its own: inferred as the {kind} where the alerting paths meet")
+        reasons.insert(0, f"no alert of its own: inferred as the {kind} {why}")
         return log, node, None, reasons
 
     def _layer(self, layer: str) -> float:

@@ -214,3 +214,36 @@ def test_a_finished_remediation_gives_the_diagnosis_a_version_that_says_so():
     [second] = run.read("diagnoses")  # the same result delivered twice is one version
     assert second.version == first.version + 1
     assert any(e.kind == "remediation" and "RB-DB-001 finished after 42s" in e.text for e in second.evidence)
+
+
+class _Metrics:
+    """An evidence provider that answers from a table: the pipeline side of metric evidence."""
+
+    def __init__(self, scores):
+        self.scores, self.requests = scores, []
+
+    def gather(self, request):
+        from pipeline.evidence import IncidentEvidence, SignalEvidence
+
+        self.requests.append(request)
+        items = [SignalEvidence(service=s, signal="cpu", ratio=4.1, text=f"{s} CPU 4.1x its baseline")
+                 for s, v in self.scores.items() if v > 0]
+        return IncidentEvidence(incident_id=request.incident_id, revision=request.revision, at=request.as_of,
+                                items=items, scores=self.scores)
+
+
+def test_metric_evidence_arrives_as_a_later_version_and_can_name_a_silent_root():
+    from pipeline.embedded import Embedded
+    from pipeline.config import Config
+    from pipeline.runbooks import load_catalog
+
+    metrics = _Metrics({"payments": 6.0})
+    run = Embedded(Config(), SHOP, load_catalog(), evidence=metrics)
+    run.pipe_webhook(webhook(alert("HighLatency", "checkout", severity="critical")), at(30))
+    run.advance(31)
+    first, second = run.read("diagnoses")
+    assert first.root_cause.service == "checkout"  # the page goes out before the metrics answer
+    assert second.version == 2 and second.root_cause.service == "payments"
+    assert second.root_cause.inferred  # no alert of its own: its metrics point at it
+    assert any(e.kind == "metric" and "CPU 4.1x" in e.text for e in second.evidence)
+    assert [r.services[0] for r in metrics.requests] == ["checkout"]
