@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(title="benchmarks", metavar="BENCH")
     storms = bench_sub.add_parser("storms", help="synthetic storms on service graphs, scored against their faults")
     storms.add_argument("graphs", nargs="+", help="service graph files (CSV source,target or the JSON format)")
-    storms.add_argument("--seeds", type=int, default=3, help="histories per graph (default 3)")
+    storms.add_argument("--seeds", default="100-103",
+                        help="seeds of the histories per graph, as FIRST-LAST (default 100-103, held out from tuning)")
+    storms.add_argument("--fit", action="store_true",
+                        help="fit the confidence calibration on these histories and print the config to use")
     storms.add_argument("--scenarios", type=int, default=60, help="storms per history (default 60)")
     storms.add_argument("--config", help="configuration file (YAML or JSON)")
     storms.add_argument("--out", help="write the figures as JSON here")
@@ -108,10 +111,21 @@ def run_bench_storms(args: argparse.Namespace) -> int:
 
     from pipeline.bench import synthetic
     from pipeline.bench.storms import StormSettings
+    from pipeline.calibration import fit_platt, reliability_text
 
-    result = synthetic.run([Path(p) for p in args.graphs], args.seeds, load_config(args.config),
-                           StormSettings(scenarios=args.scenarios))
+    first, _, last = args.seeds.partition("-")
+    try:
+        seeds = range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise InputError("--seeds", f"expected FIRST-LAST, got {args.seeds!r}") from None
+    result, ours = synthetic.run([Path(p) for p in args.graphs], seeds, load_config(args.config),
+                                 StormSettings(scenarios=args.scenarios))
     print(synthetic.table(result))
+    print("\nconfidence reliability (first page and last version of each fault):")
+    print(reliability_text(ours.outcomes))
+    if args.fit:
+        intercept, slope = fit_platt(ours.outcomes)
+        print(f"\nfitted calibration:\nrank:\n  calibration: {{intercept: {intercept}, slope: {slope}}}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -211,18 +211,18 @@ class Correlator:
         """Run dedupe on one record and bring its decision into the incidents."""
         fp = record.alert.fingerprint
         prev = state.alerts.get(fp)
-        was_firing = (prev.incident_id, prev.service) if prev is not None and prev.status == "firing" else None
-        was_in = prev.incident_id if prev is not None else None
+        was_firing = (prev.incident_id, prev.service, prev.starts_at) if prev is not None and prev.status == "firing" \
+            else None
         alert_state, decision = decide(prev, record, self.config.dedupe)
-        if decision.reason.opens and was_firing:
+        if was_firing and alert_state.starts_at != was_firing[2]:
             # A new episode began while the last one still looked firing: its resolve never came.
-            self._resolve(state, *was_firing, record.received_at, changed, notified=False)
+            self._resolve(state, *was_firing[:2], record.received_at, changed, notified=False)
         state.alerts[fp] = alert_state
         state.count(f"dedupe_{decision.reason.value}")
         if state.next_sweep is None:
             state.next_sweep = record.received_at + SWEEP_EVERY
         if decision.reason.opens:
-            self._open(state, record, alert_state, decision, was_in, changed)
+            self._open(state, record, alert_state, decision, changed)
         elif decision.reason is Reason.RESOLVED:
             self._resolve(state, alert_state.incident_id, alert_state.service, record.received_at, changed,
                           notified=True)
@@ -240,7 +240,7 @@ class Correlator:
         # Duplicates only count: they show in the next snapshot, not in one of their own.
 
     def _open(self, state: ScopeState, record: AlertRecord, alert: AlertState,
-              decision: Decision, was_in: str | None, changed: dict) -> None:
+              decision: Decision, changed: dict) -> None:
         service = self.identity.service(record.alert.labels)
         node = self.graph.node_for(service)
         at = record.received_at
@@ -254,7 +254,7 @@ class Correlator:
             incident = self._new_incident(state, record)
             state.count("incidents_opened")
         alert.incident_id, alert.service = incident.id, service or NO_SERVICE
-        self._join(incident, record, service or NO_SERVICE, node, reason, decision, known=was_in == incident.id)
+        self._join(incident, record, service or NO_SERVICE, node, reason, decision)
         changed[incident.id] = incident
 
     def _new_incident(self, state: ScopeState, record: AlertRecord) -> Incident:
@@ -274,7 +274,7 @@ class Correlator:
         return incident
 
     def _join(self, incident: Incident, record: AlertRecord, service: str, node: str | None,
-              reason: str, decision: Decision, known: bool) -> None:
+              reason: str, decision: Decision) -> None:
         alert, at = record.alert, record.received_at
         onset = min(alert.starts_at, at)
         summary = incident.services.get(service)
@@ -285,8 +285,7 @@ class Correlator:
         incident.services[service] = summarise(summary, record, onset, self.config)
         if decision.reason is Reason.FLAPPING and alert.fingerprint not in incident.flapping:
             incident.flapping.append(alert.fingerprint)
-        if not known:  # an episode of a fingerprint already in this incident is listed once
-            incident.fingerprints.append(alert.fingerprint)
+        incident.list_fingerprint(alert.fingerprint)
         incident.firing += 1
         incident.notifications += 1
         incident.unique_alerts += 1

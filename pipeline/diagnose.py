@@ -18,7 +18,7 @@ from pipeline.config import Config
 from pipeline.evidence import IncidentEvidence
 from pipeline.graph import ServiceGraph
 from pipeline.incidents import NO_SERVICE, Incident
-from pipeline.rank import Ranking, rank
+from pipeline.rank import Ranking, age_step, rank
 from pipeline.runbooks import Catalog
 
 MAX_SYMPTOMS = 20
@@ -187,7 +187,7 @@ class Diagnoser:
         )
 
     def _picture(self, incident: Incident, evidence: IncidentEvidence | None) -> "_Picture":
-        key = (incident.id, incident.revision, _evidence_key(evidence))
+        key = (incident.id, incident.revision, age_step(incident), _evidence_key(evidence))
         picture = self._pictures.get(key)
         if picture is None:
             if len(self._pictures) >= PICTURE_CACHE:

@@ -65,6 +65,11 @@ class ServiceGraph:
             node: nx.single_source_shortest_path_length(self._calls, node, cutoff=depth)
             for node in self._calls.nodes
         }
+        self._upstream: dict[str, dict[str, int]] = {node: {} for node in self._calls.nodes}
+        for caller, down in self.reach.items():
+            for node, hops in down.items():
+                if hops:
+                    self._upstream[node][caller] = hops
 
     def __contains__(self, service: str | None) -> bool:
         return service is not None and service in self.reach
@@ -93,6 +98,13 @@ class ServiceGraph:
 
     def callers(self, node: str) -> list[str]:
         return self._callers.get(node, [])
+
+    def upstream(self, node: str) -> dict[str, int]:
+        """Every service that reaches this one within the link depth, with its hop count."""
+        return self._upstream.get(node, {})
+
+    def callees(self, node: str) -> list[str]:
+        return sorted(self._calls.successors(node)) if node in self._calls else []
 
     def shared_callee(self, a: str, b: str) -> str | None:
         """A service both call directly, if any: the first in name order."""

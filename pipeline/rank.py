@@ -56,12 +56,15 @@ def rank(incident: Incident, graph: ServiceGraph, config: RankConfig,
     named = [s for k, s in incident.services.items() if k != NO_SERVICE]
     if not named:
         return Ranking(candidates=[], confidence=0.0)
-    model = _Model(named, graph, config)
+    model = _Model(named, graph, config, age_step(incident))
     scored = [model.alerted(i) for i in range(len(named))]
     meeting = [n for n in incident.roots if n not in model.alerting and _converges(n, model.alerting, graph)]
     scored += [model.silent(node, "where the alerting paths meet") for node in meeting]
+    # A quiet dependency right below an alerting service may be a root whose alert has not come yet.
+    below = sorted({d for n in model.alerting for d in graph.callees(n)} - model.alerting - set(meeting))
+    scored += [model.silent(node, "right below an alerting service") for node in below]
     if evidence is not None:
-        taken = {s.service for s in named} | set(meeting)
+        taken = {s.service for s in named} | set(meeting) | set(below)
         scored += [model.silent(service, "that its metrics point at")
                    for service, v in sorted(evidence.scores.items()) if v > 0 and service not in taken]
     if evidence is not None:
@@ -77,6 +80,16 @@ def rank(incident: Incident, graph: ServiceGraph, config: RankConfig,
     )
     return Ranking(candidates=candidates[: config.max_candidates],
                    confidence=_calibrated(candidates[0].score, config))
+
+
+AGE_STEPS = (0, 30, 60, 120, 240, 480, 960)  # seconds; the ranking is redone as an incident ages past each
+
+
+def age_step(incident: Incident) -> int:
+    """How long since the first symptom, rounded down to a step, so rankings are reused between steps."""
+    named = [s.first_onset for k, s in incident.services.items() if k != NO_SERVICE]
+    age = (incident.updated_at - min(named)).total_seconds() if named else 0.0
+    return max(step for step in AGE_STEPS if step <= max(age, 0.0))
 
 
 def _weigh(entry: tuple, evidence: IncidentEvidence, weight: float) -> tuple:
@@ -101,8 +114,11 @@ def _converges(node: str, alerting: set[str], graph: ServiceGraph) -> bool:
 class _Model:
     """The log-likelihood of an incident's alerts under each candidate root, with reasons."""
 
-    def __init__(self, named: list[ServiceSummary], graph: ServiceGraph, config: RankConfig):
+    def __init__(self, named: list[ServiceSummary], graph: ServiceGraph, config: RankConfig, age: float):
         self.named, self.graph, self.c = named, graph, config
+        # A root that has not alerted yet may still: likely early in an incident, less so later.
+        self.log_quiet = math.log((1 - config.p_self_alert)
+                                  + config.p_self_alert * math.exp(-age / config.root_lag.total_seconds()))
         self.alerting = {s.node for s in named if s.node is not None}
         self.cause = _cause_pattern(config.cause_alerts)
         self.onsets = [s.first_onset.timestamp() for s in named]
@@ -131,7 +147,7 @@ class _Model:
         in_graph = node in self.graph
         kind = self.graph.kind(node) if in_graph else "service"
         log, reasons = self._explains(node if in_graph else None, None)
-        log += math.log(1 - self.c.p_self_alert) + self._layer(kind)
+        log += self.log_quiet + self._layer(kind)
         reasons.insert(0, f"no alert of its own: inferred as the {kind} {why}")
         return log, node, None, reasons
 
@@ -140,7 +156,7 @@ class _Model:
 
     def _explains(self, node: str | None, own: int | None) -> tuple[float, list[str]]:
         """Every other alerting service is explained (a hop cost each) or noise; then onset and quiet callers."""
-        log, explained = 0.0, []
+        log, explained, levels = 0.0, [], []
         for j, reach in enumerate(self.reaches):
             if j == own:
                 continue
@@ -150,6 +166,7 @@ class _Model:
             else:
                 log += self.log_spread * hops
                 explained.append(j)
+                levels.append((hops, self.onsets[j]))
         total = len(self.named)
         noise = total - len(explained) - (own is not None)
         reasons = [f"explains {len(explained) + (own is not None)} of {total} alerting services"
@@ -160,6 +177,10 @@ class _Model:
             term, text = self._onset(own, explained)
             log += term
             reasons.append(text)
+        early = _out_of_order(levels)
+        if early:
+            log += early * math.log(1 - self.c.p_hop_order)
+            reasons.append(f"{early} symptom(s) fired before services nearer to it")
         if node is not None:
             term, text = self._quiet_callers(node, explained)
             log += term
@@ -175,21 +196,47 @@ class _Model:
         name, at = self.named[first].service, self.named[own].first_onset
         if lag <= ONSET_TOLERANCE_S:
             lead = max(0.0, -lag - c.root_lead.total_seconds())
-            return (math.log(c.p_root_first) - lead / c.root_lag.total_seconds(),
-                    f"first to fire, at {at:%H:%M:%S}, {int(-lag)}s before {name}")
+            when = f"{int(-lag)}s before {name}" if lag < 0 else f"with {name}"
+            return (math.log(c.p_root_first) - lead / c.root_lag.total_seconds(), f"first to fire, at {at:%H:%M:%S}, {when}")
         return (math.log(1 - c.p_root_first) - (lag - ONSET_TOLERANCE_S) / c.root_lag.total_seconds(),
                 f"fired {int(lag)}s after {name}")
 
     def _quiet_callers(self, node: str, explained: list[int]) -> tuple[float, str]:
-        """Callers that stay quiet: damning when the symptoms would have to pass through them."""
-        quiet = [q for q in self.graph.callers(node) if q not in self.alerting]
-        if not quiet:
-            return 0.0, ""
-        between = [q for q in quiet if any(q in self.reaches[j] for j in explained)]
-        log = (len(quiet) - len(between)) * math.log(1 - self.c.p_caller_suffers)
-        log += len(between) * math.log(1 - self.c.p_path_suffers)
-        text = f"{len(quiet)} caller(s) not alerting: {', '.join(quiet[:3])}"
-        return log, text + (f" ({len(between)} on the path to its symptoms)" if between else "")
+        """Upstream services that stay quiet count against a root, the nearer the more.
+
+        Damning when the symptoms would have to pass through them; mild otherwise,
+        since callers often cope (caches, retries, fallbacks).
+        """
+        c, log, quiet, between = self.c, 0.0, [], 0
+        for caller, hops in self.graph.upstream(node).items():
+            if caller in self.alerting:
+                continue
+            on_path = any(caller in self.reaches[j] for j in explained)
+            suffers = (c.p_path_suffers if on_path else c.p_caller_suffers) * c.p_spread ** (hops - 1)
+            log += math.log(1 - suffers)
+            between += on_path
+            if hops == 1:
+                quiet.append(caller)
+        if not quiet and not between:
+            return log, ""
+        text = f"{len(quiet)} caller(s) not alerting: {', '.join(quiet[:3])}" if quiet else "quiet upstream"
+        return log, text + (f" ({between} on the path to its symptoms)" if between else "")
+
+
+def _out_of_order(levels: list[tuple[int, float]]) -> int:
+    """How many explained services fired clearly before every service nearer the candidate root.
+
+    Failures travel up the call graph hop by hop, so under the right root the
+    nearer services tend to fire first.
+    """
+    early, nearer_min, level_min, level = 0, math.inf, math.inf, None
+    for hops, onset in sorted(levels):
+        if hops != level:
+            nearer_min, level_min, level = min(nearer_min, level_min), math.inf, hops
+        if nearer_min < math.inf and onset < nearer_min - ONSET_TOLERANCE_S:
+            early += 1
+        level_min = min(level_min, onset)
+    return early
 
 
 @lru_cache(maxsize=8)

@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from pipeline.bench.storms import Fault, Storm, StormSettings, generate
+from pipeline.calibration import Outcome, brier, reliability
 from pipeline.config import Config
 from pipeline.diagnose import Diagnosis
 from pipeline.embedded import Embedded
@@ -42,12 +43,14 @@ class Score:
     alerts: int = 0
     seconds: float = 0.0
     misses: list[str] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)  # the first page and the last version of each fault
 
     def add(self, other: "Score") -> None:
         for name in ("faults", "top1", "top3", "first_page_top1", "one_incident", "pages", "alerts"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.seconds += other.seconds
         self.misses += other.misses
+        self.outcomes += other.outcomes
 
     def figures(self) -> dict[str, float]:
         n = max(self.faults, 1)
@@ -62,6 +65,9 @@ class Score:
         if self.seconds:
             out["alerts"] = self.alerts
             out["alerts_per_second"] = round(self.alerts / self.seconds)
+        if self.outcomes:
+            out["brier"] = brier(self.outcomes)
+            out["reliability"] = reliability(self.outcomes)
         return out
 
 
@@ -113,9 +119,16 @@ def score_diagnoses(storm: Storm, versions: list[Diagnosis]) -> Score:
         score.top3 += fault.root in ranked[:3]
         page = first_page.get(main, latest[main])
         score.first_page_top1 += [c.service for c in page.candidates[:1]] == [fault.root]
+        score.outcomes += [_outcome(d, fault.root) for d in {id(page): page, id(latest[main]): latest[main]}.values()]
         if ranked[:1] != [fault.root]:
             score.misses.append(f"{fault.root}{' (silent)' if fault.silent else ''}: named {ranked[:3]}")
     return score
+
+
+def _outcome(diagnosis: Diagnosis, root: str) -> Outcome:
+    top = diagnosis.candidates[0] if diagnosis.candidates else None
+    return Outcome(posterior=top.score if top else 0.0, confidence=diagnosis.confidence,
+                   right=top is not None and top.service == root)
 
 
 def _other_faults(faults: list[Fault], fault: Fault) -> set[str]:
@@ -159,15 +172,15 @@ def _origin_rank(group: list, graph: ServiceGraph, identity: Identity) -> list[s
     return first + [s for s in ranked if s not in first]
 
 
-def run(graph_paths: list[Path], seeds: int, config: Config, settings: StormSettings) -> dict:
-    """Every graph, `seeds` histories each: per-graph and overall figures for both methods."""
+def run(graph_paths: list[Path], seeds: range, config: Config, settings: StormSettings) -> tuple[dict, Score]:
+    """Every graph, one history per seed: per-graph and overall figures for both methods."""
     catalog = load_catalog()
-    result: dict = {"settings": settings.__dict__, "graphs": {}}
+    result: dict = {"settings": settings.__dict__, "seeds": [seeds.start, seeds.stop], "graphs": {}}
     total_ours, total_origin = Score(), Score()
     for path in graph_paths:
         graph = load_graph(path, config.incidents.link_depth)
         ours, origin = Score(), Score()
-        for seed in range(seeds):
+        for seed in seeds:
             a, b = run_graph(graph, seed, config, catalog, settings)
             ours.add(a)
             origin.add(b)
@@ -176,7 +189,7 @@ def run(graph_paths: list[Path], seeds: int, config: Config, settings: StormSett
         total_ours.add(ours)
         total_origin.add(origin)
     result["overall"] = {"stormdrain": total_ours.figures(), "origin_heuristic": total_origin.figures()}
-    return result
+    return result, total_ours
 
 
 def table(result: dict) -> str:
