@@ -18,6 +18,7 @@ from pipeline.config import Config, load_config
 from pipeline.diagnose import Diagnosis
 from pipeline.embedded import Embedded
 from pipeline.graph import ServiceGraph, load_graph
+from pipeline.history import open_store
 from pipeline.render import render_page
 from pipeline.replay import read_lines, open_input, write_ndjson
 from pipeline.runbooks import Catalog, load_catalog
@@ -80,6 +81,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graph", help="service graph: JSON or YAML {nodes, edges: [{from, to}]}, or CSV source,target")
     parser.add_argument("--config", help="configuration file (YAML or JSON); defaults otherwise")
     parser.add_argument("--runbooks", help="runbook catalog (default: the bundled playbooks/runbooks.yaml)")
+    parser.add_argument("--history", help="a RocksDB directory that keeps past incidents between runs")
 
 
 def load_parts(args: argparse.Namespace) -> tuple[Config, ServiceGraph, Catalog]:
@@ -133,11 +135,16 @@ def run_bench_storms(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     config, graph, catalog = load_parts(args)
-    engine = Embedded(config, graph, catalog, keep=("diagnoses", "alerts.dlq"))
+    history = open_store(args.history)
+    engine = Embedded(config, graph, catalog, keep=("diagnoses", "alerts.dlq"), history=history)
     stream = open_input(args.input)
-    with stream, write_ndjson(args.out) as out:
-        summary = replay(stream, engine, lambda d: out.write(d.model_dump_json() + "\n"),
-                         strict=args.strict, progress=_progress(args, stream))
+    try:
+        with stream, write_ndjson(args.out) as out:
+            summary = replay(stream, engine, lambda d: out.write(d.model_dump_json() + "\n"),
+                             strict=args.strict, progress=_progress(args, stream))
+    finally:
+        if hasattr(history, "close"):
+            history.close()
     print(summary.report(), file=sys.stderr)
     return 1 if summary.errors and args.strict else 0
 

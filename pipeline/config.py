@@ -128,6 +128,7 @@ class RankConfig(_Frozen):
     label_ratio: Ratio = 3.0  # how much likelier root_cause_candidate makes a service
     cause_ratio: Ratio = 2.0  # how much likelier an alert that reads as a cause makes it
     layer_ratio: Ratio = 1.5  # how much likelier the deepest layer makes it
+    history_weight: float = Field(default=0.7, ge=0.0, le=5.0)  # per log(1 + net confirmations) in the past
     cause_alerts: str = (
         r"(?i)(crashloop|oom|outofmemory|memory|cpu|throttl|disk|filesystem|volume|connection|pool|deadlock"
         r"|replicat|down|unavailable|restart|evict|exhaust|saturat|full|leader|quorum|certificate|jvm|gc)"

@@ -12,10 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.actions import RemediationEvent
+from collections.abc import Mapping
+
+from pipeline.actions import Feedback, RemediationEvent
 from pipeline.alerts import OptionalTime, Time
 from pipeline.config import Config
 from pipeline.evidence import IncidentEvidence
+from pipeline.history import HistoryUpdate, closed, late_feedback
 from pipeline.graph import ServiceGraph
 from pipeline.incidents import NO_SERVICE, Incident
 from pipeline.rank import Ranking, age_step, rank
@@ -93,33 +96,56 @@ class DiagnosisState(BaseModel):
     incident: Incident | None = None
     remediations: list[RemediationEvent] = Field(default_factory=list)
     evidence: IncidentEvidence | None = None
+    verdicts: dict[str, int] = Field(default_factory=dict)  # feedback while the incident is open
 
 
 class Diagnoser:
     """Built once from the config, graph and runbook catalog; ranks and versions diagnoses."""
 
-    def __init__(self, config: Config, graph: ServiceGraph, catalog: Catalog):
+    def __init__(self, config: Config, graph: ServiceGraph, catalog: Catalog, history: Mapping | None = None):
         self.config = config
         self.graph = graph
         self.catalog = catalog
+        self.history = history
         self.page_severities = {s.lower() for s in config.page.severities}
         self._pictures: dict[tuple[str, int], _Picture] = {}  # a cache: pictures depend on the revision only
 
-    def step(self, state: DiagnosisState | None,
-             event: Incident | RemediationEvent | IncidentEvidence) -> tuple[DiagnosisState | None, list[Diagnosis]]:
-        """Take an incident snapshot, a remediation result or metric evidence; return a new version if anything
-        changed."""
+    def step(self, state: DiagnosisState | None, event: Incident | RemediationEvent | IncidentEvidence | Feedback
+             ) -> tuple[DiagnosisState | None, list[Diagnosis | HistoryUpdate]]:
+        """Take an incident snapshot, a remediation result, metric evidence or feedback; return a new version
+        if anything changed, and history to record when an incident closes."""
         if isinstance(event, RemediationEvent):
             return self._remediated(state, event)
         if isinstance(event, IncidentEvidence):
             return self._evidenced(state, event)
+        if isinstance(event, Feedback):
+            return self._judged(state, event)
         incident = event
         if incident.status == "closed":
-            return None, []
+            return None, self._remember(state, incident)
         if not incident.due:
             return state, []
         state = state or DiagnosisState(incident_id=incident.id)
         return self._version(state, incident, state.remediations, state.evidence)
+
+    def _judged(self, state: DiagnosisState | None, feedback: Feedback) -> tuple[DiagnosisState | None, list]:
+        """Keep a verdict for the history written at close; after close, it goes to history directly."""
+        if state is None:
+            return None, late_feedback(self.history, feedback)
+        verdicts = {**state.verdicts, feedback.verdict: state.verdicts.get(feedback.verdict, 0) + 1}
+        return state.model_copy(update={"verdicts": verdicts}), []
+
+    def _remember(self, state: DiagnosisState | None, incident: Incident) -> list[HistoryUpdate]:
+        """A closed incident is recorded under its root-cause signature."""
+        if state is None or state.incident is None:
+            return []
+        root = self._picture(state.incident, state.evidence).ranking.root
+        if root is None:
+            return []
+        runbook = next((r.runbook for r in reversed(state.remediations) if r.step == "finished"), None)
+        affected = sorted(s for s in state.incident.services if s != NO_SERVICE)
+        return closed(self.history, incident.id, root.service, root.alert, incident.updated_at, affected, runbook,
+                      state.verdicts)
 
     def _evidenced(self, state: DiagnosisState | None,
                    event: IncidentEvidence) -> tuple[DiagnosisState | None, list[Diagnosis]]:
@@ -150,7 +176,7 @@ class Diagnoser:
         diagnosis = self.diagnose(incident, paged_at, state.version + 1, remediations, evidence)
         new_state = DiagnosisState(incident_id=incident.id, version=diagnosis.version, signature=signature,
                                    paged_at=paged_at, incident=incident, remediations=remediations,
-                                   evidence=evidence)
+                                   evidence=evidence, verdicts=state.verdicts)
         return new_state, [diagnosis]
 
     def _pages(self, incident: Incident) -> bool:
@@ -196,7 +222,7 @@ class Diagnoser:
         return picture
 
     def _draw(self, incident: Incident, evidence: IncidentEvidence | None) -> "_Picture":
-        ranking = rank(incident, self.graph, self.config.rank, evidence, self.config.evidence.weight)
+        ranking = rank(incident, self.graph, self.config.rank, evidence, self.config.evidence.weight, self.history)
         root = ranking.root
         runbook = self._runbook(incident, ranking)
         affected = sorted({s for s in incident.services if s != NO_SERVICE} | ({root.service} if root else set()))

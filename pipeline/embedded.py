@@ -12,13 +12,17 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from pipeline.actions import RemediationEvent
+from collections.abc import MutableMapping
+
+from pipeline.actions import Feedback, RemediationEvent
 from pipeline.alerts import AlertRecord, InputError, Webhook, parse_webhook, split_webhook
 from pipeline.config import Config
 from pipeline.correlate import Correlator, DeadLetter, ScopeState, counts_total
-from pipeline.diagnose import Diagnoser, DiagnosisState
+from pipeline.diagnose import Diagnoser, Diagnosis, DiagnosisState
 from pipeline.evidence import EvidenceProvider, needs_refresh, request_for
 from pipeline.graph import ServiceGraph
+from pipeline.history import HistoryUpdate
+from pipeline.history import apply as apply_history
 from pipeline.identity import Identity
 from pipeline.incidents import Incident
 from pipeline.runbooks import Catalog
@@ -29,11 +33,13 @@ class Embedded:
     """Correlate and diagnose wired in memory, scope by scope, in event time."""
 
     def __init__(self, config: Config, graph: ServiceGraph, catalog: Catalog, serialize: bool = False,
-                 keep: tuple[str, ...] | None = None, evidence: EvidenceProvider | None = None):
+                 keep: tuple[str, ...] | None = None, evidence: EvidenceProvider | None = None,
+                 history: MutableMapping | None = None):
         self.config = config
         self.identity = Identity(config.identity)
         self.correlator = Correlator(config, graph, self.identity)
-        self.diagnoser = Diagnoser(config, graph, catalog)
+        self.history = history if history is not None else {}
+        self.diagnoser = Diagnoser(config, graph, catalog, self.history)
         self.serialize = serialize
         self.scopes: dict[str, ScopeState] = {}
         self.diagnosis_states: dict[str, DiagnosisState] = {}
@@ -63,8 +69,8 @@ class Embedded:
             self.scopes[scope], outputs = self.correlator.step(state, batch)
             self._route(outputs)
 
-    def remediate(self, event: RemediationEvent) -> None:
-        """Take a step the executor reported; a finished run gives the diagnosis a new version."""
+    def remediate(self, event: RemediationEvent | Feedback) -> None:
+        """Take a step the executor reported, or a person's verdict; a finished run gives a new version."""
         state = self.diagnosis_states.get(event.incident_id)
         self._keep_diagnosis(event.incident_id, *self.diagnoser.step(state, event))
 
@@ -136,13 +142,15 @@ class Embedded:
             answer = self.evidence.gather(request)
             self._keep_diagnosis(state.incident_id, *self.diagnoser.step(state, answer))
 
-    def _keep_diagnosis(self, incident_id: str, state: DiagnosisState | None, diagnoses: list) -> list:
+    def _keep_diagnosis(self, incident_id: str, state: DiagnosisState | None, outputs: list) -> list:
         if state is None:
             self.diagnosis_states.pop(incident_id, None)
         else:
             self.diagnosis_states[incident_id] = state
+        diagnoses = [o for o in outputs if isinstance(o, Diagnosis)]
         for diagnosis in diagnoses:
             self._send(DIAGNOSES, diagnosis)
+        apply_history(self.history, [o for o in outputs if isinstance(o, HistoryUpdate)])
         return diagnoses
 
     def _send(self, topic: Topic, value: Any) -> Any:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.config import RankConfig
 from pipeline.evidence import IncidentEvidence
+from pipeline.history import lookup, signature_key
 from pipeline.graph import ServiceGraph
 from pipeline.incidents import NO_SERVICE, Incident, ServiceSummary
 
@@ -50,7 +52,8 @@ class Ranking(BaseModel):
 
 
 def rank(incident: Incident, graph: ServiceGraph, config: RankConfig,
-         evidence: IncidentEvidence | None = None, evidence_weight: float = 1.0) -> Ranking:
+         evidence: IncidentEvidence | None = None, evidence_weight: float = 1.0,
+         history: Mapping | None = None) -> Ranking:
     """Rank every alerting service, every silent node where alerting paths meet, and every
     silent service whose metrics point at it; metric evidence weighs in when there is some."""
     named = [s for k, s in incident.services.items() if k != NO_SERVICE]
@@ -69,6 +72,8 @@ def rank(incident: Incident, graph: ServiceGraph, config: RankConfig,
                    for service, v in sorted(evidence.scores.items()) if v > 0 and service not in taken]
     if evidence is not None:
         scored = [_weigh(entry, evidence, evidence_weight) for entry in scored]
+    if history:
+        scored = [_remember(entry, history, config.history_weight) for entry in scored]
     top = max(log for log, *_ in scored)
     weights = [math.exp(log - top) for log, *_ in scored]
     total = sum(weights)
@@ -98,6 +103,15 @@ def _weigh(entry: tuple, evidence: IncidentEvidence, weight: float) -> tuple:
     score = evidence.scores.get(service, 0.0)
     facts = [item.text for item in evidence.items if item.service == service and item.text][:2]
     return log + weight * score, service, alert, [*reasons, *facts]
+
+
+def _remember(entry: tuple, history: Mapping, weight: float) -> tuple:
+    """A root seen before says so; it gains only if people confirmed it then."""
+    log, service, alert, reasons = entry
+    past = lookup(history, signature_key(service, alert))
+    if past is None:
+        return entry
+    return log + past.log_ratio(weight), service, alert, [*reasons, past.text()]
 
 
 def _converges(node: str, alerting: set[str], graph: ServiceGraph) -> bool:
