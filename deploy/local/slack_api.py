@@ -38,10 +38,9 @@ import importlib.util
 
 # The recorder beside this file, loaded by path as the tests load these scripts.
 _spec = importlib.util.spec_from_file_location("stormdrain_local_recorder", Path(__file__).with_name("recorder.py"))
-if _spec.name not in sys.modules:
-    sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules[_spec.name])
-recorder = sys.modules[_spec.name]
+recorder = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
+if not hasattr(recorder, "Recorder"):
+    _spec.loader.exec_module(recorder)
 Answer = recorder.Answer
 
 BOT_USER = "U0STORMBOT"
