@@ -144,5 +144,5 @@ def merge(known: MessageRef | None, incoming: MessageRef) -> MessageRef:
     return base.model_copy(update={
         "channel": posted.channel, "ts": posted.ts, "acts": sorted(acts.values(), key=lambda a: a.at)[-MAX_ACTS:],
         "replies": replies, "entries": entries,
-        "pending": "" if posted.ts and base.pending == POST else base.pending,
+        "pending": "" if (posted.ts and base.pending == POST) or base.pending in replies else base.pending,
     })

@@ -18,14 +18,17 @@ from tests.pages import demo_page
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 PAGE = demo_page()
-BUTTONS = {b["action_id"]: b for block in render_message(PAGE, load_catalog()).blocks if block["type"] == "actions"
-           for b in block["elements"]}
+
+
+def buttons(page) -> dict:
+    return {b["action_id"]: b for block in render_message(page, load_catalog()).blocks if block["type"] == "actions"
+            for b in block["elements"]}
 
 
 def click(action_id="stormdrain.approve", trigger="13345224609.738474920.8088930838d88f008e0", value=None,
-          user=None, **extra) -> bytes:
+          user=None, page=PAGE, **extra) -> bytes:
     """A form-encoded block_actions body as Slack sends it for a click on one of the page's buttons."""
-    button = BUTTONS[action_id]
+    button = buttons(page)[action_id]
     payload = {"type": "block_actions", "team": {"id": "T9TK3CUKW", "domain": "example"},
                "user": user or {"id": "U024BE7LH", "username": "ana", "team_id": "T9TK3CUKW"},
                "api_app_id": "AABA1ABCD", "trigger_id": trigger,
