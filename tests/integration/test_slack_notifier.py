@@ -215,3 +215,24 @@ def test_a_click_lands_on_approvals_once_despite_retries_and_shows_on_the_page(k
                                                                                       "U024BE7LH")
     last = slack_api.of("chat.update")[-1]
     assert "Approved `RB-DB-001` by <@U024BE7LH>" in json.dumps(last.params["blocks"], ensure_ascii=False)
+
+
+def test_unreadable_records_are_counted_and_skipped_and_the_stream_goes_on(kafka, slack_api):
+    incident = STORM[0].incident_id
+    poison = [b"", b"\xff\xfe not json", b'{"incident_id": "x"}', b"[]", b'"' + b"x" * 500_000 + b'"', None]
+
+    async def scenario():
+        topics = await fresh_topics(kafka)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", max_request_size=2_000_000)
+        await producer.start()
+        for topic in (topics.diagnoses, topics.approvals, topics.messages):
+            for value in poison:
+                await producer.send_and_wait(topic.name, value, key=b"poison")
+        await producer.stop()
+        async with Notifier(kafka, topics, slack_api, f"g-{uuid.uuid4().hex[:6]}") as notifier:
+            await produce(kafka, topics.diagnoses, STORM[:2])
+            await notifier.shown(incident, 2)
+            return notifier.refs.counts
+    counts = asyncio.run(scenario())
+    assert counts["malformed_reference"] == len(poison) - 1  # a null value is a tombstone, not an error
+    assert len(top_level_posts(slack_api)) == 1

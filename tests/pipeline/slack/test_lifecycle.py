@@ -1,11 +1,13 @@
 """One living message per incident: post once, update after, reply for what matters; routing to channels."""
 
+import json
 from datetime import timedelta
 
 import pytest
 
 from pipeline.actions import Approval, Feedback
-from pipeline.config import Route, SlackConfig
+from pipeline.alerts import InputError
+from pipeline.config import Route, SlackConfig, load_config
 from pipeline.diagnose import Evidence, RootCause
 from pipeline.slack.digest import render_digest, window_start
 from pipeline.slack.lifecycle import MessageRef, decide, merge
@@ -141,3 +143,17 @@ def test_a_digest_is_one_message_updated_only_when_a_line_changes():
         many = many.showing(version(1, incident_id=f"inc-{i:04}-支付-🔥", paged_at=None))
     message = render_digest(many.entries, T0, timedelta(hours=1))
     assert bk.problems(message.blocks, message.text) == [] and "more" in message.blocks[1]["text"]["text"]
+
+
+@pytest.mark.parametrize("notify, field", [
+    ({"slack": {"routes": [{"channel": "#x", "labels": {"team": "(["}}]}}, "notify.slack.routes.0.labels"),
+    ({"slack": {"routes": [{"scope": "prod"}]}}, "notify.slack.routes.0.channel"),
+    ({"slack": {"notices": "email"}}, "notify.slack.notices"),
+    ({"sinks": ["slack", "carrier-pigeon"]}, "notify.sinks.1"),
+    ({"slack": {"digest_window": "soon"}}, "notify.slack.digest_window"),
+])
+def test_a_bad_notify_section_names_the_field(notify, field, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"notify": notify}))
+    with pytest.raises(InputError, match=field.replace(".", r"\.")):
+        load_config(path)
