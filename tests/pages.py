@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from pipeline.bench import demo
-from pipeline.cli import replay
-from pipeline.config import Config
+import functools
+from typing import Callable
+
 from pipeline.diagnose import Diagnosis
-from pipeline.embedded import Embedded
-from pipeline.graph import load_graph
-from pipeline.runbooks import load_catalog
+from pipeline.slack.preview import demo_versions
 from tests.timeline import alert, at, driver, graph_of, webhook
-
-
-def demo_versions() -> list[Diagnosis]:
-    """Every diagnosis version of the bundled Black Friday storm, in order."""
-    engine = Embedded(Config(), load_graph(demo.GRAPH), load_catalog())
-    versions: list[Diagnosis] = []
-    with open(demo.STORM, "rb") as stream:
-        replay(stream, engine, versions.append)
-    return versions
 
 
 def demo_page() -> Diagnosis:
@@ -26,11 +15,16 @@ def demo_page() -> Diagnosis:
     return [d for d in demo_versions() if d.paged_at is not None][-1]
 
 
-def storm(n: int, name=lambda i: f"svc-{i}-支付服务-🔥👩🏽‍💻") -> Diagnosis:
-    """One incident of n distinct critical alerts on n services, label values in many scripts."""
+def _service(i: int) -> str:
+    return f"svc-{i}-支付服务-🔥👩🏽‍💻"
+
+
+@functools.lru_cache(maxsize=4)
+def storm(n: int, name: Callable[[int], str] = _service) -> Diagnosis:
+    """One incident of n distinct critical alerts on n services, label values in many scripts (built once)."""
     run = driver()
     alerts = [alert(f"DBConnectionPoolExhausted{i}&<x>", name(i), starts=i / 100, team="支付 & <ops>",
-                    description="長い説明 " * 300) for i in range(n)]
+                    description="長い説明 " * 60) for i in range(n)]
     run.pipe_webhook(webhook(*alerts, url="http://am.example:9093"), at(40))
     run.advance(60)
     return run.read("diagnoses")[-1]

@@ -110,3 +110,14 @@ def test_a_warning_incident_is_a_notice_without_a_page():
     [d] = run.read("diagnoses")
     assert render_message(d, CATALOG).blocks[0]["text"]["text"].startswith("🟡 NOTICE")
     assert "no page" in to_text(render_message(d, CATALOG).blocks)
+
+
+def test_slack_preview_prints_each_incidents_page_and_names_a_bad_line(tmp_path, capsys):
+    from pipeline.cli import main
+    path = tmp_path / "diagnoses.ndjson"
+    path.write_text(demo_page().model_dump_json() + "\n")
+    assert main(["slack-preview", str(path)]) == 0
+    assert "🔴 PAGE order-service: DBConnectionPoolExhausted" in capsys.readouterr().out
+    path.write_text(demo_page().model_dump_json() + "\n" + '{"incident_id": "<script>"}\n')
+    assert main(["slack-preview", str(path), "--json"]) == 2
+    assert f"{path}:2: not a diagnosis" in capsys.readouterr().err
