@@ -70,13 +70,17 @@ class SlackCalls:
         self.web = web
         self.backoff = backoff or Backoff()
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.ids: dict[str, str] = {}  # channel name -> id, as Slack answered: one queue per channel either way
         self.counts: Counter = Counter()
+
+    def queue(self, channel: str) -> asyncio.Lock:
+        return self.locks[self.ids.get(channel, channel)]
 
     async def post(self, channel: str, message: Message, key: str, token: str, thread_ts: str | None = None,
                    since: datetime | None = None) -> tuple[str, str]:
         """Post once: (channel id, ts). After an unclear failure, look for the post before posting again."""
         metadata = {"event_type": EVENT_TYPE, "event_payload": {"key": key, "token": token}}
-        async with self.locks[channel]:
+        async with self.queue(channel):
             attempt, unclear = 0, False
             while True:
                 if unclear:
@@ -88,6 +92,7 @@ class SlackCalls:
                     answer = await self._once("chat_postMessage", channel=channel, text=message.text,
                                               blocks=message.blocks, thread_ts=thread_ts, metadata=metadata,
                                               unfurl_links=False, unfurl_media=False)
+                    self.ids[channel] = answer["channel"]
                     return answer["channel"], answer["ts"]
                 except Retry as retry:
                     unclear = unclear or retry.ambiguous
@@ -95,12 +100,12 @@ class SlackCalls:
                     attempt += 1
 
     async def update(self, channel: str, ts: str, message: Message) -> None:
-        async with self.locks[channel]:
+        async with self.queue(channel):
             await self._retrying("chat_update", channel=channel, ts=ts, text=message.text, blocks=message.blocks)
 
     async def find(self, channel: str, key: str, token: str, thread_ts: str | None = None,
                    since: datetime | None = None) -> tuple[str, str] | None:
-        async with self.locks[channel]:
+        async with self.queue(channel):
             return await self._find(channel, key, token, thread_ts, since)
 
     async def _find(self, channel: str, key: str, token: str, thread_ts: str | None,
