@@ -39,7 +39,7 @@ class Feedback(_Act):
     """A person's judgement of a diagnosis, for the noise report and for history."""
 
     kind: Literal["feedback"] = "feedback"
-    verdict: Literal["not_actionable", "escalate", "confirmed", "wrong_root"]
+    verdict: Literal["not_actionable", "escalate", "confirmed", "wrong_root", "manual"]  # manual: runs it by hand
     root_service: str | None = Field(default=None, max_length=253)  # the right root, with wrong_root
 
 

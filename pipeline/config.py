@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.alerts import InputError, validation_error
 
@@ -37,6 +37,15 @@ def parse_duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def check_regex(value: str) -> str:
+    """A regular expression from a file, or a ValueError that says why it is not one."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return value
 
 
 class _Frozen(BaseModel):
@@ -171,6 +180,48 @@ class EvidenceConfig(_Frozen):
     weight: float = Field(default=1.0, ge=0.0, le=10.0)  # multiplies each service's log-likelihood ratio
 
 
+class Route(_Frozen):
+    """Where a page goes: the channel of the first route whose every condition holds (regular expressions)."""
+
+    channel: str = Field(min_length=1, max_length=200)
+    scope: str | None = None
+    severity: str | None = None
+    service: str | None = None  # the root cause's service
+    labels: dict[str, str] = Field(default_factory=dict)  # the root alert's labels, e.g. team: payments
+
+    @field_validator("scope", "severity", "service")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        return check_regex(value) if value is not None else None
+
+    @field_validator("labels")
+    @classmethod
+    def _patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k: check_regex(v) for k, v in value.items()}
+
+
+class SlackConfig(_Frozen):
+    """Which channel each diagnosis goes to, and what becomes of incidents that do not page."""
+
+    channel: str = "#incidents"
+    routes: tuple[Route, ...] = ()
+    notices: Literal["digest", "channel", "drop"] = "digest"
+    notice_channel: str = "#alerts"
+    digest_window: Duration = timedelta(hours=1)
+    thread_replies: bool = True
+
+
+class NotifyConfig(_Frozen):
+    """The notifier: its sinks, Slack routing, and the links a page carries back to the alerts."""
+
+    sinks: tuple[Literal["slack", "pagerduty", "webhook"], ...] = ("slack",)
+    slack: SlackConfig = SlackConfig()
+    alertmanager_url: str = ""  # overrides each diagnosis's Alertmanager external URL
+    prometheus_url: str = ""
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    webhook_url: str = ""
+
+
 class Config(_Frozen):
     """Everything an operator needs, read once from a file or taken as defaults."""
 
@@ -180,6 +231,7 @@ class Config(_Frozen):
     page: PageConfig = PageConfig()
     rank: RankConfig = RankConfig()
     evidence: EvidenceConfig = EvidenceConfig()
+    notify: NotifyConfig = NotifyConfig()
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -82,6 +82,7 @@ class Diagnosis(BaseModel):
     severity: str = ""
     flapping: bool = False
     external_url: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)  # the root cause's first alert's labels, for routing
 
 
 class DiagnosisState(BaseModel):
@@ -210,6 +211,7 @@ class Diagnoser:
             severity=picture.severity,
             flapping=bool(incident.flapping),
             external_url=incident.external_url,
+            labels=picture.labels,
         )
 
     def _picture(self, incident: Incident, evidence: IncidentEvidence | None) -> "_Picture":
@@ -236,6 +238,7 @@ class Diagnoser:
             affected=affected,
             severity=max(incident.services.values(), key=lambda s: s.severity_score).severity,
             evidence=_evidence(incident, ranking) + _metric_evidence(evidence),
+            labels=_root_labels(incident, ranking),
         )
 
     def _runbook(self, incident: Incident, ranking: Ranking) -> str | None:
@@ -264,6 +267,13 @@ class _Picture:
     affected: list[str]
     severity: str
     evidence: list[Evidence]
+    labels: dict[str, str]
+
+
+def _root_labels(incident: Incident, ranking: Ranking) -> dict[str, str]:
+    root = ranking.root
+    summary = incident.services.get(root.service) if root is not None and not root.inferred else None
+    return dict(summary.first_labels) if summary else {}
 
 
 def _summary(incident: Incident, ranking: Ranking, runbook: str | None, affected: int) -> str:

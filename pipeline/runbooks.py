@@ -11,18 +11,10 @@ import playbooks
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.alerts import InputError, validation_error
-from pipeline.config import read_structured
+from pipeline.config import check_regex, read_structured
 
 CATALOG_ENV = "STORMDRAIN_RUNBOOKS"
 DEFAULT_CATALOG = Path(playbooks.__file__).resolve().parent / "runbooks.yaml"
-
-
-def _regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"not a regular expression: {exc}") from None
-    return value
 
 
 class Match(BaseModel):
@@ -37,12 +29,12 @@ class Match(BaseModel):
     @field_validator("alertname")
     @classmethod
     def _alertname(cls, value: str | None) -> str | None:
-        return _regex(value) if value is not None else None
+        return check_regex(value) if value is not None else None
 
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        return {k: _regex(v) for k, v in value.items()}
+        return {k: check_regex(v) for k, v in value.items()}
 
     def fits(self, alertname: str | None, labels: dict[str, str], kind: str) -> bool:
         if self.kind is not None and self.kind != kind:

@@ -16,6 +16,7 @@ from pipeline.alerts import AlertRecord, InputError, validation_error
 from pipeline.correlate import DeadLetter, ScopeState
 from pipeline.diagnose import Diagnosis, DiagnosisState
 from pipeline.incidents import Incident
+from pipeline.slack.lifecycle import MessageRef
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -82,6 +83,12 @@ REMEDIATIONS = Topic(
     "stormdrain.remediations", "incident_id", RemediationEvent, partitions=3, retention_ms=365 * DAY_MS,
     description="Every step of every runbook run: the audit trail.",
 )
+SLACK_MESSAGES = Topic(
+    "stormdrain.notifier.messages", "key", MessageRef, partitions=3, compact=True, retention_ms=30 * DAY_MS,
+    configs={"cleanup.policy": "compact,delete"},
+    description="Where each Slack message is (channel, ts) and what it shows, keyed by incident id or digest key; "
+                "the Slack notifier reloads it at start so a redelivered diagnosis updates, never posts twice.",
+)
 SCOPE_TABLE = Topic(
     "stormdrain.correlate.scopes", "scope", ScopeState, compact=True,
     description="Changelog of correlate's per-scope state.",
@@ -91,7 +98,8 @@ DIAGNOSIS_TABLE = Topic(
     description="Changelog of diagnose's per-incident version state.",
 )
 
-TOPICS: tuple[Topic, ...] = (ALERTS_RAW, INCIDENTS, DIAGNOSES, DEAD_LETTERS, APPROVALS, FEEDBACK, REMEDIATIONS)
+TOPICS: tuple[Topic, ...] = (ALERTS_RAW, INCIDENTS, DIAGNOSES, DEAD_LETTERS, APPROVALS, FEEDBACK, REMEDIATIONS,
+                             SLACK_MESSAGES)
 TABLES: tuple[Topic, ...] = (SCOPE_TABLE, DIAGNOSIS_TABLE)
 
 
