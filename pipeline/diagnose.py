@@ -31,6 +31,7 @@ class RootCause(BaseModel):
     service: str | None
     alert: str | None
     inferred: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)  # the root alert's labels, for runbook parameters
 
 
 class RankedCandidate(BaseModel):
@@ -184,11 +185,13 @@ class Diagnoser:
         ranking = rank(incident, self.graph, self.config.rank)
         root = ranking.root
         runbook = self._runbook(incident, ranking)
+        summary = incident.services.get(root.service) if root else None
         affected = sorted({s for s in incident.services if s != NO_SERVICE} | ({root.service} if root else set()))
         return _Picture(
             ranking=ranking,
             root_cause=RootCause(service=root.service if root else None, alert=root.alert if root else None,
-                                 inferred=root.inferred if root else False),
+                                 inferred=root.inferred if root else False,
+                                 labels=dict(summary.first_labels) if summary and not root.inferred else {}),
             candidates=[RankedCandidate(service=c.service, score=c.score, reasons=c.reasons)
                         for c in ranking.candidates],
             runbook=runbook,

@@ -16,6 +16,7 @@ from pipeline.alerts import AlertRecord, InputError, validation_error
 from pipeline.correlate import DeadLetter, ScopeState
 from pipeline.diagnose import Diagnosis, DiagnosisState
 from pipeline.incidents import Incident
+from pipeline.remediate import LedgerEntry
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -82,6 +83,12 @@ REMEDIATIONS = Topic(
     "stormdrain.remediations", "incident_id", RemediationEvent, partitions=3, retention_ms=365 * DAY_MS,
     description="Every step of every runbook run: the audit trail.",
 )
+EXECUTOR_LEDGER = Topic(
+    "stormdrain.executor.ledger", "incident_id/runbook", LedgerEntry, partitions=1, compact=True,
+    retention_ms=365 * DAY_MS,
+    description="The executor's run ledger: each run's plan and state (queued, started, finished), written "
+                "before the run starts; the latest per incident and runbook is kept.",
+)
 SCOPE_TABLE = Topic(
     "stormdrain.correlate.scopes", "scope", ScopeState, compact=True,
     description="Changelog of correlate's per-scope state.",
@@ -91,7 +98,8 @@ DIAGNOSIS_TABLE = Topic(
     description="Changelog of diagnose's per-incident version state.",
 )
 
-TOPICS: tuple[Topic, ...] = (ALERTS_RAW, INCIDENTS, DIAGNOSES, DEAD_LETTERS, APPROVALS, FEEDBACK, REMEDIATIONS)
+TOPICS: tuple[Topic, ...] = (ALERTS_RAW, INCIDENTS, DIAGNOSES, DEAD_LETTERS, APPROVALS, FEEDBACK, REMEDIATIONS,
+                              EXECUTOR_LEDGER)
 TABLES: tuple[Topic, ...] = (SCOPE_TABLE, DIAGNOSIS_TABLE)
 
 
