@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from agents.runbook_runner import Phase, Workspace, check_diff, execute
 from pipeline.actions import Approval
@@ -196,10 +197,11 @@ class ExecutorRuntime:
 
     async def _read_ledger(self) -> list[LedgerEntry]:
         """Every ledger entry, the latest per key, read from the beginning to the current end."""
+        partitions = await _partitions(self._producer, EXECUTOR_LEDGER.name)
         reader = AIOKafkaConsumer(bootstrap_servers=self.options.bootstrap, enable_auto_commit=False)
         await reader.start()
         try:
-            return list((await _read_to_end(reader, EXECUTOR_LEDGER)).values())
+            return list((await _read_to_end(reader, EXECUTOR_LEDGER, partitions)).values())
         finally:
             await reader.stop()
 
@@ -212,13 +214,13 @@ class ExecutorRuntime:
         await self._producer.stop()
 
 
-async def _read_to_end(reader: AIOKafkaConsumer, topic: Topic) -> dict[str, LedgerEntry]:
-    partitions = [TopicPartition(topic.name, p) for p in sorted(await _partitions(reader, topic.name))]
+async def _read_to_end(reader: AIOKafkaConsumer, topic: Topic, numbers: set[int]) -> dict[str, LedgerEntry]:
+    partitions = [TopicPartition(topic.name, p) for p in sorted(numbers)]
     reader.assign(partitions)
     await reader.seek_to_beginning(*partitions)
     ends = await reader.end_offsets(partitions)
     latest: dict[str, LedgerEntry] = {}
-    while any(await reader.position(tp) < ends[tp] for tp in partitions):
+    while [tp for tp in partitions if await reader.position(tp) < ends[tp]]:
         for records in (await reader.getmany(timeout_ms=1000)).values():
             for record in records:
                 try:
@@ -230,12 +232,12 @@ async def _read_to_end(reader: AIOKafkaConsumer, topic: Topic) -> dict[str, Ledg
     return latest
 
 
-async def _partitions(reader: AIOKafkaConsumer, name: str) -> set[int]:
-    await reader.topics()  # fetches metadata for every topic
-    partitions = reader.partitions_for_topic(name)
-    if not partitions:
-        raise InputError("ledger", f"topic {name} does not exist: create it (stormdrain remediate --create-topics)")
-    return partitions
+async def _partitions(producer: AIOKafkaProducer, name: str) -> set[int]:
+    try:
+        return await producer.partitions_for(name)
+    except KafkaError as exc:
+        raise InputError("ledger", f"topic {name} is not there ({exc}): create it "
+                                   "(stormdrain remediate --create-topics)") from None
 
 
 # -- command line ------------------------------------------------------------------
