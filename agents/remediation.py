@@ -27,7 +27,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from agents.runbook_runner import Phase, Workspace, check_diff, execute
+from agents.runbook_runner import Phase, Workspace, check_diff, execute, require_ansible
 from pipeline.actions import Approval
 from pipeline.alerts import InputError
 from pipeline.config import parse_duration, read_structured
@@ -267,6 +267,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def build(args: argparse.Namespace) -> ExecutorRuntime:
     """The runtime the command line describes; a bad catalog or option stops here with the field named."""
+    try:
+        require_ansible()
+    except RuntimeError as exc:
+        raise InputError("executor", str(exc)) from None
     catalog_path = Path(args.runbooks) if args.runbooks else DEFAULT_CATALOG
     catalog = load_catalog(catalog_path)
     work = Path(args.work_dir).resolve()

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import ansible_runner
-
 from pipeline.remediate import RunPlan, RunResult
 from pipeline.runbooks import Scalar
 
@@ -101,6 +99,8 @@ def run_vars(plan: RunPlan, workspace: Workspace) -> dict[str, Scalar]:
 def run_phase(plan: RunPlan, workspace: Workspace, check: bool, timeout_s: float,
               cancel: threading.Event | None = None) -> Phase:
     """One ansible-playbook invocation of the plan's playbook; blocks until it ends or its timeout stops it."""
+    import ansible_runner  # the executor extra; imported here so the command line loads without it
+
     playbook = workspace.playbook(plan.playbook)
     private = workspace.work_dir / plan.run_id
     private.mkdir(parents=True, exist_ok=True)
@@ -113,10 +113,21 @@ def run_phase(plan: RunPlan, workspace: Workspace, check: bool, timeout_s: float
         private_data_dir=str(private), project_dir=str(playbook.parent), playbook=playbook.name,
         ident=f"{'check' if check else 'run'}-{int(time.time() * 1000)}", inventory=_inventory(),
         cmdline=cmdline, envvars=_environment(), quiet=True, timeout=max(1, math.ceil(timeout_s)),
-        cancel_callback=(lambda: cancel.is_set()) if cancel else (lambda: False), settings={"pexpect_timeout": 1},
+        cancel_callback=(lambda: cancel.is_set()) if cancel else (lambda: False),
+        settings={"pexpect_timeout": 1},  # how often the timeout and the cancel flag are looked at
     )
     stdout = runner.stdout.read() if runner.stdout else ""
     return Phase(status=runner.status, rc=runner.rc, stdout=stdout, seconds=time.monotonic() - began)
+
+
+def require_ansible() -> None:
+    """Stop at start, not at the first run, when ansible-runner or ansible-playbook is missing."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("ansible_runner") is None or not shutil.which(
+            "ansible-playbook", path=_environment()["PATH"]):
+        raise RuntimeError("the executor needs Ansible: pip install 'stormdrain[executor]'")
 
 
 def _environment() -> dict[str, str]:
