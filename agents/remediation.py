@@ -20,7 +20,7 @@ import asyncio
 import logging
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -67,7 +67,6 @@ class Stats:
     revocations: int = 0
     undecodable: int = 0
     records: int = 0
-    runs: dict[str, str] = field(default_factory=dict)  # run_id -> last step seen here
 
 
 class _Assignments(ConsumerRebalanceListener):
@@ -164,7 +163,6 @@ class ExecutorRuntime:
         await self._producer.send_and_wait(topic.name, topic.encode(value), key=key.encode())
 
     async def _publish(self, remediation) -> None:
-        self.stats.runs[remediation.run_id] = remediation.step
         log.info("%s %s %s %s: %s", remediation.incident_id, remediation.runbook, remediation.run_id,
                  remediation.step, remediation.detail)
         await self._send(REMEDIATIONS, remediation.incident_id, remediation)
@@ -256,7 +254,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", default=".stormdrain/executor", help="where ansible-runner keeps its runs")
     parser.add_argument("--scratch", help="the scratch folder the local demo runbook writes to (default: WORK/scratch)")
     parser.add_argument("--group-id", default=GROUP, help=f"consumer group (default {GROUP})")
-    parser.add_argument("--approver-groups", help="YAML or JSON {slack group id: [user ids]} for catalog approver groups")
+    parser.add_argument("--approver-groups",
+                        help="YAML or JSON {slack group id: [user ids]} for the catalog's approver groups")
     parser.add_argument("--max-concurrent", type=int, default=2, help="runs at a time over all targets (default 2)")
     parser.add_argument("--approval-ttl", default="15m", help="an older approval is refused (default 15m)")
     parser.add_argument("--lookback", default="24h", help="diagnoses re-read on start (default 24h)")

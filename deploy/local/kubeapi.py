@@ -68,7 +68,8 @@ def build(version: str = DEFAULT_VERSION, log=print) -> Path:
     replaces = "\n".join(f"\t{m} => {m} {minor}" for m in staging)
     (work / "go.mod").write_text(f"module kubebuild\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes {version}\n\n"
                                  f"replace (\n{replaces}\n)\n")
-    (work / "tools.go").write_text('//go:build tools\n\npackage kubebuild\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n')
+    (work / "tools.go").write_text(
+        '//go:build tools\n\npackage kubebuild\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n')
     log(f"building kube-apiserver {version} in {work} (slow)")
     _run([go, "mod", "tidy", "-e"], work)
     _run([go, "build", "-o", "kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"], work)

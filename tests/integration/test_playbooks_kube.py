@@ -82,7 +82,7 @@ def changed(output: str) -> int:
 def test_rb_db_001_would_raise_the_pool_by_its_factor(cluster, tmp_path, monkeypatch):
     kubeconfig, port, api = cluster
     output = check("RB-DB-001", "orders", kubeconfig, tmp_path, monkeypatch)
-    assert '-                                "value": "20"' in output and '+                                "value": "30"' in output
+    assert re.search(r'^-\s+"value": "20"', output, re.M) and re.search(r'^\+\s+"value": "30"', output, re.M)
     env = api.request(port, "/apis/apps/v1/namespaces/shop/deployments/orders")["spec"]["template"]["spec"]
     assert env["containers"][0]["env"][0]["value"] == "20"  # check mode changed nothing
 

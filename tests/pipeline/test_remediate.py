@@ -58,6 +58,11 @@ class Executor:
     def details(self):
         return [o.event.detail for o in self.outputs if isinstance(o, Publish)]
 
+    def approved(self, incident="inc-1", service="checkout", when: float = 0.0):
+        """A diagnosis of the incident and its approval by the on-call, at `when`."""
+        self.feed(diagnosis(incident=incident, service=service), when)
+        return self.feed(approval(incident=incident, when=when), when)
+
     def finish(self, plan, when: float, step="finished"):
         return self.feed(RunResult(run_id=plan.run_id, step=step, duration_s=3.0), when)
 
@@ -147,8 +152,7 @@ def test_one_run_at_a_time_per_target():
     ex.remediator.catalog = parse_catalog({"runbooks": [
         {**CATALOG.get("RB-DEMO-001").model_dump(by_alias=True), "cooldown": "0s"}]})
     for incident in ("inc-1", "inc-2"):
-        ex.feed(diagnosis(incident=incident))
-        ex.feed(approval(incident=incident))
+        ex.approved(incident)
     assert [p.incident_id for p in ex.starts()] == ["inc-1"]
     ex.finish(ex.starts()[0], 30)
     assert [p.incident_id for p in ex.starts()] == ["inc-1", "inc-2"]
@@ -156,22 +160,18 @@ def test_one_run_at_a_time_per_target():
 
 def test_a_cooldown_follows_each_run():
     ex = Executor()
-    ex.feed(diagnosis())
-    ex.feed(approval())
+    ex.approved()
     ex.finish(ex.starts()[0], 30)
-    ex.feed(diagnosis(incident="inc-2"), 60)
-    ex.feed(approval(incident="inc-2", when=60), 60)
+    ex.approved("inc-2", when=60)
     assert len(ex.starts()) == 1 and "cools down until" in ex.details()[-1]
-    ex.feed(diagnosis(incident="inc-3"), 30 + 601)
-    ex.feed(approval(incident="inc-3", when=631), 631)
+    ex.approved("inc-3", when=631)
     assert len(ex.starts()) == 2
 
 
 def test_a_global_cap_on_concurrent_runs():
     ex = Executor(max_concurrent=1)
     for incident, service in (("inc-1", "a"), ("inc-2", "b")):
-        ex.feed(diagnosis(incident=incident, service=service))
-        ex.feed(approval(incident=incident))
+        ex.approved(incident, service)
     assert [p.target for p in ex.starts()] == ["a"]
     ex.finish(ex.starts()[0], 10)
     assert [p.target for p in ex.starts()] == ["a", "b"]
@@ -179,8 +179,7 @@ def test_a_global_cap_on_concurrent_runs():
 
 def test_a_finished_run_is_recorded_and_reported_with_its_duration():
     ex = Executor()
-    ex.feed(diagnosis())
-    ex.feed(approval())
+    ex.approved()
     out = ex.finish(ex.starts()[0], 40, step="failed")
     assert [o.entry.result for o in out if isinstance(o, Record)] == ["failed"]
     final = [o.event for o in out if isinstance(o, Publish)][0]
@@ -211,8 +210,7 @@ def test_auto_approve_never_acts_on_an_old_or_resolved_diagnosis():
 
 def test_a_run_found_started_after_a_restart_is_reported_interrupted_and_never_rerun():
     before = Executor()
-    before.feed(diagnosis())
-    before.feed(approval())
+    before.approved()
     ledger = [o.entry for o in before.outputs if isinstance(o, Record)][-1]
     assert ledger.state == "started"
     after = Executor()
@@ -227,8 +225,7 @@ def test_a_run_found_started_after_a_restart_is_reported_interrupted_and_never_r
 def test_a_run_found_queued_after_a_restart_still_runs():
     before = Executor(max_concurrent=1)
     for incident, service in (("inc-1", "a"), ("inc-2", "b")):
-        before.feed(diagnosis(incident=incident, service=service))
-        before.feed(approval(incident=incident))
+        before.approved(incident, service)
     latest = {o.entry.plan.key: o.entry for o in before.outputs if isinstance(o, Record)}
     after = Executor(max_concurrent=1)
     out = after.remediator.recover(after.state, list(latest.values()), at(100))
@@ -237,8 +234,7 @@ def test_a_run_found_queued_after_a_restart_still_runs():
 
 def test_a_ledger_entry_round_trips_through_its_topic():
     ex = Executor()
-    ex.feed(diagnosis())
-    ex.feed(approval())
+    ex.approved()
     entry = [o.entry for o in ex.outputs if isinstance(o, Record)][-1]
     assert EXECUTOR_LEDGER.decode(EXECUTOR_LEDGER.encode(entry)) == entry
     assert isinstance(EXECUTOR_LEDGER.decode(EXECUTOR_LEDGER.encode(entry)), LedgerEntry)
