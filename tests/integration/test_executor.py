@@ -141,6 +141,18 @@ def test_a_killed_executor_restarted_mid_run_reports_the_run_interrupted_and_nev
     assert len(executions(tmp_path / "scratch", incident)) == 1
 
 
+def test_a_stopped_executor_cancels_its_run_and_reports_it(bus, executor, tmp_path):
+    incident = name("stopped")
+    process = executor()
+    bus.diagnosis(diagnosis(incident, incident, seconds="60"))
+    bus.approve(approval(incident))
+    _wait_until(lambda: executions(tmp_path / "scratch", incident), "the playbook never began its real run")
+    assert process.stop() == 0  # SIGTERM
+    events = bus.wait_for(incident, has("failed"))
+    assert "cancelled as the executor stopped" in events[-1].detail
+    assert not (tmp_path / "scratch" / incident / "state.json").exists()  # it never got to its change
+
+
 def test_a_long_playbook_does_not_rebalance_the_group_and_other_runs_keep_flowing(kafka, bus, tmp_path):
     """max.poll.interval is 3 s here and the playbook takes 15 s: the same property as 5 min against 10 min."""
     from agents.remediation import ExecutorRuntime, Options
