@@ -91,7 +91,19 @@ class Parameter(BaseModel):
             raise ValueError("a string parameter needs `allowed` values or a `pattern`")
         if self.source is None and self.default is None:
             raise ValueError("a parameter needs a `default` or a `from`")
+        for value in ([self.default] if self.default is not None else []) + (self.allowed or []):
+            if not _is_type(value, self.type):
+                raise ValueError(f"{value!r} is not of type {self.type}")
         return self
+
+
+def _is_type(value: Scalar, kind: str) -> bool:
+    """Whether a catalog value has the parameter's type (a bool is not a number here)."""
+    if kind == "boolean" or isinstance(value, bool):
+        return kind == "boolean" and isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) if kind == "number" else isinstance(value, str)
 
 
 class Approvers(BaseModel):

@@ -96,6 +96,9 @@ def test_bad_values_are_rejected_with_a_reason(spec, raw, reason):
         ({"p": {"default": "x", "pattern": ".*", "max_length": 100000}}, "runbooks.0.parameters.p.max_length"),
         ({"ansible_connection": {"default": "ssh", "pattern": ".*"}}, "runbooks.0.parameters"),
         ({"Bad-Name": {"default": "x", "pattern": ".*"}}, "runbooks.0.parameters"),
+        ({"p": {"type": "integer", "default": "abc"}}, "runbooks.0.parameters.p"),
+        ({"p": {"type": "number", "default": True}}, "runbooks.0.parameters.p"),
+        ({"p": {"default": "x", "allowed": ["x", 3]}}, "runbooks.0.parameters.p"),
     ],
 )
 def test_a_bad_parameter_in_the_catalog_names_the_field(parameters, field):

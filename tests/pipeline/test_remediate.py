@@ -253,3 +253,23 @@ def test_pending_approvals_are_bounded():
     for n in range(3):
         ex.feed(approval(incident=f"inc-{n}"))
     assert len(ex.state.pending) == 2 and ex.steps() == ["refused"]
+
+
+def test_a_final_step_gives_the_diagnosis_a_new_version_that_says_what_ran():
+    from tests.timeline import alert, driver, webhook
+
+    run = driver()
+    run.pipe_webhook(webhook(alert("StormdrainDemoDown", "checkout", namespace="shop")), at(30))
+    run.advance(60)
+    first = run.read("diagnoses")[-1]
+    ex = Executor()
+    ex.remediator.catalog = parse_catalog({"runbooks": [
+        {**CATALOG.get("RB-DEMO-001").model_dump(by_alias=True), "match": {"alertname": "StormdrainDemo.*"}}]})
+    ex.feed(first, 60)
+    ex.feed(approval(incident=first.incident_id, version=first.version, when=60), 60)
+    for output in ex.finish(ex.starts()[0], 90):
+        if isinstance(output, Publish):
+            run.remediate(output.event)
+    latest = run.read("diagnoses")[-1]
+    assert latest.version == first.version + 1
+    assert any("RB-DEMO-001 finished after 3s (approved by UONCALL)" in e.text for e in latest.evidence)
