@@ -40,6 +40,7 @@ from pathlib import Path
 DEFAULT_VERSION = "v1.34.2"
 TOKEN = "stormdrain-local-admin"
 STATE = "kubeapi.json"
+_CHILDREN: dict[int, subprocess.Popen] = {}  # started here: waited on, so a stopped child is no zombie
 
 
 class KubeError(RuntimeError):
@@ -119,7 +120,9 @@ def start(data_dir, version: str = DEFAULT_VERSION, timeout: float = 120.0) -> P
 
 def _spawn(args: list[str], log: Path) -> int:
     with open(log, "ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True).pid
+        child = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    _CHILDREN[child.pid] = child
+    return child.pid
 
 
 def request(port: int, path: str, body: dict | None = None) -> dict:
@@ -169,17 +172,33 @@ def stop(data_dir) -> None:
     if not state.exists():
         return
     for pid in reversed(json.loads(state.read_text())["pids"]):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
+        _end(pid)
     state.unlink()
+
+
+def _end(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds: a graceful stop is not worth more here."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    child = _CHILDREN.pop(pid, None)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if (child.poll() is not None) if child else not _alive(pid):
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    if child:
+        child.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def main(argv=None) -> int:
