@@ -35,6 +35,7 @@ class RootCause(BaseModel):
     service: str | None
     alert: str | None
     inferred: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)  # the root alert's labels: routing, runbook parameters
 
 
 class RankedCandidate(BaseModel):
@@ -82,7 +83,6 @@ class Diagnosis(BaseModel):
     severity: str = ""
     flapping: bool = False
     external_url: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)  # the root cause's first alert's labels, for routing
 
 
 class DiagnosisState(BaseModel):
@@ -211,7 +211,6 @@ class Diagnoser:
             severity=picture.severity,
             flapping=bool(incident.flapping),
             external_url=incident.external_url,
-            labels=picture.labels,
         )
 
     def _picture(self, incident: Incident, evidence: IncidentEvidence | None) -> "_Picture":
@@ -227,18 +226,19 @@ class Diagnoser:
         ranking = rank(incident, self.graph, self.config.rank, evidence, self.config.evidence.weight, self.history)
         root = ranking.root
         runbook = self._runbook(incident, ranking)
+        summary = incident.services.get(root.service) if root else None
         affected = sorted({s for s in incident.services if s != NO_SERVICE} | ({root.service} if root else set()))
         return _Picture(
             ranking=ranking,
             root_cause=RootCause(service=root.service if root else None, alert=root.alert if root else None,
-                                 inferred=root.inferred if root else False),
+                                 inferred=root.inferred if root else False,
+                                 labels=dict(summary.first_labels) if summary and not root.inferred else {}),
             candidates=[RankedCandidate(service=c.service, score=c.score, reasons=c.reasons)
                         for c in ranking.candidates],
             runbook=runbook,
             affected=affected,
             severity=max(incident.services.values(), key=lambda s: s.severity_score).severity,
             evidence=_evidence(incident, ranking) + _metric_evidence(evidence),
-            labels=_root_labels(incident, ranking),
         )
 
     def _runbook(self, incident: Incident, ranking: Ranking) -> str | None:
@@ -267,13 +267,6 @@ class _Picture:
     affected: list[str]
     severity: str
     evidence: list[Evidence]
-    labels: dict[str, str]
-
-
-def _root_labels(incident: Incident, ranking: Ranking) -> dict[str, str]:
-    root = ranking.root
-    summary = incident.services.get(root.service) if root is not None and not root.inferred else None
-    return dict(summary.first_labels) if summary else {}
 
 
 def _summary(incident: Incident, ranking: Ranking, runbook: str | None, affected: int) -> str:

@@ -17,6 +17,7 @@ from pipeline.correlate import DeadLetter, ScopeState
 from pipeline.diagnose import Diagnosis, DiagnosisState
 from pipeline.incidents import Incident
 from pipeline.slack.lifecycle import MessageRef
+from pipeline.remediate import LedgerEntry
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -89,6 +90,12 @@ SLACK_MESSAGES = Topic(
     description="Where each Slack message is (channel, ts) and what it shows, keyed by incident id or digest key; "
                 "the Slack notifier reloads it at start so a redelivered diagnosis updates, never posts twice.",
 )
+EXECUTOR_LEDGER = Topic(
+    "stormdrain.executor.ledger", "incident_id/runbook", LedgerEntry, partitions=1, compact=True,
+    retention_ms=365 * DAY_MS,
+    description="The executor's run ledger: each run's plan and state (queued, started, finished), written "
+                "before the run starts; the latest per incident and runbook is kept.",
+)
 SCOPE_TABLE = Topic(
     "stormdrain.correlate.scopes", "scope", ScopeState, compact=True,
     description="Changelog of correlate's per-scope state.",
@@ -99,7 +106,7 @@ DIAGNOSIS_TABLE = Topic(
 )
 
 TOPICS: tuple[Topic, ...] = (ALERTS_RAW, INCIDENTS, DIAGNOSES, DEAD_LETTERS, APPROVALS, FEEDBACK, REMEDIATIONS,
-                             SLACK_MESSAGES)
+                             SLACK_MESSAGES, EXECUTOR_LEDGER)
 TABLES: tuple[Topic, ...] = (SCOPE_TABLE, DIAGNOSIS_TABLE)
 
 

@@ -28,7 +28,7 @@ def route(d: Diagnosis, config: SlackConfig) -> str:
 
 def _fits(r: Route, d: Diagnosis) -> bool:
     checks = [(r.scope, d.scope), (r.severity, d.severity), (r.service, d.root_cause.service or "")]
-    checks += [(pattern, d.labels.get(label, "")) for label, pattern in r.labels.items()]
+    checks += [(pattern, d.root_cause.labels.get(label, "")) for label, pattern in r.labels.items()]
     return all(pattern is None or re.fullmatch(pattern, value) for pattern, value in checks)
 
 

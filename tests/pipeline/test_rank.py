@@ -54,5 +54,5 @@ def test_an_inferred_root_is_marked_on_the_page_fields():
     run.pipe_webhook(webhook(alert("Slow", "cart"), alert("Slow", "checkout")), at(30))
     run.advance(60)
     diagnosis = run.read("diagnoses")[-1]
-    assert diagnosis.root_cause.model_dump() == {"service": "cache", "alert": None, "inferred": True}
+    assert diagnosis.root_cause.model_dump() == {"service": "cache", "alert": None, "inferred": True, "labels": {}}
     assert "cache" in diagnosis.affected_services

@@ -103,7 +103,7 @@ ROUTES = SlackConfig(channel="#incidents", routes=(
 
 
 @pytest.mark.parametrize("changes, channel", [
-    ({"labels": {"team": "payments"}}, "#payments-oncall"),  # an owner label
+    ({"root_cause": BASE.root_cause.model_copy(update={"labels": {"team": "payments"}})}, "#payments-oncall"),
     ({}, "#db-oncall"),  # the root service and the severity
     ({"severity": "warning", "scope": "cluster=staging-2"}, "#staging"),
     ({"severity": "warning"}, "#incidents"),  # nothing matches: the default channel
