@@ -17,9 +17,10 @@ from pipeline.alerts import InputError
 from pipeline.config import Config, load_config
 from pipeline.diagnose import Diagnosis
 from pipeline.embedded import Embedded
+from pipeline import history
 from pipeline.graph import ServiceGraph, load_graph
 from pipeline.render import render_page
-from pipeline.replay import read_lines, open_input, write_ndjson
+from pipeline.replay import read_lines, write_ndjson
 from pipeline.runbooks import Catalog, load_catalog
 from pipeline.summary import ReplaySummary
 
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="also write every diagnosis version as NDJSON here")
     demo.set_defaults(run=run_demo)
     replay = sub.add_parser("replay", help="replay recorded alerts through the pipeline")
-    replay.add_argument("input", help="NDJSON file of webhooks, envelopes or alerts.raw records (.gz ok, - for stdin)")
+    history.add_source_options(replay)
     add_pipeline_options(replay)
     replay.add_argument("--out", required=True, help="where to write diagnosis versions as NDJSON (- for stdout)")
     replay.add_argument("--strict", action="store_true", help="stop at the first line that cannot be read")
@@ -119,12 +120,22 @@ def run_bench_storms(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     config, graph, catalog = load_parts(args)
+    history.check_republish(args.republish)
     engine = Embedded(config, graph, catalog, keep=("diagnoses", "alerts.dlq"))
-    stream = open_input(args.input)
+    stream = history.open_source(args)
+    kept: list[Diagnosis] = []  # only to republish
+
     with stream, write_ndjson(args.out) as out:
-        summary = replay(stream, engine, lambda d: out.write(d.model_dump_json() + "\n"),
-                         strict=args.strict, progress=_progress(args, stream))
+        def emit(diagnosis: Diagnosis) -> None:
+            out.write(diagnosis.model_dump_json() + "\n")
+            if args.republish:
+                kept.append(diagnosis)
+
+        summary = replay(stream, engine, emit, strict=args.strict, progress=_progress(args, stream))
     print(summary.report(), file=sys.stderr)
+    if args.republish:
+        count = history.kafka_plugin().republish(args.bootstrap, args.republish, kept)
+        print(f"{'republished':>20}  {count} diagnosis versions to {args.republish}", file=sys.stderr)
     return 1 if summary.errors and args.strict else 0
 
 
