@@ -17,7 +17,8 @@ from pipeline.alerts import InputError
 from pipeline.config import Config, load_config
 from pipeline.diagnose import Diagnosis
 from pipeline.embedded import Embedded
-from pipeline import history
+from pipeline import history, tune, whatif
+from pipeline.bench import history as bench_history
 from pipeline.graph import ServiceGraph, load_graph
 from pipeline.render import render_page
 from pipeline.replay import read_lines, write_ndjson
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     storms.add_argument("--config", help="configuration file (YAML or JSON)")
     storms.add_argument("--out", help="write the figures as JSON here")
     storms.set_defaults(run=run_bench_storms)
+    bench_history.add_command(bench_sub)
+    tune.add_command(sub)
+    whatif.add_command(sub)
     for plugin in entry_points(group="stormdrain.commands"):
         plugin.load()(sub)
     return parser
