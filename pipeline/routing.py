@@ -141,7 +141,8 @@ class _Spec(BaseModel):
 def _matchers_of(spec: dict[str, str], regex: dict[str, str], texts: list[str]) -> tuple[Matcher, ...]:
     """All matchers of a route or rule side, sorted as Alertmanager sorts them (name, value, type)."""
     out = [matcher(_checked_name(k), "=", v) for k, v in spec.items()]
-    out += [matcher(_checked_name(k), "=~", v) for k, v in regex.items()]
+    # Alertmanager anchors match_re itself, and its route keys show the anchored form.
+    out += [matcher(_checked_name(k), "=~", f"^(?:{v})$") for k, v in regex.items()]
     for text in texts:
         out += parse_matchers(text)
     return tuple(sorted(out, key=lambda m: (m.name, m.value, m.op)))
