@@ -132,19 +132,26 @@ def _group_notifications(route: Route, labels: dict, members: list[AlertLife], u
         while pending and pending[0].starts_at <= at:
             alert = pending.popleft()
             present[alert.fingerprint] = alert
-        shown = [a for a in present.values() if not (inhibitor and inhibitor.muted(a, at))]
-        firing = frozenset(a.fingerprint for a in shown if a.firing_at(at))
-        resolved = frozenset(a.fingerprint for a in shown) - firing
-        if shown and _needs_update(last, firing, resolved, at, route):
-            sent = [a for a in shown if a.fingerprint in firing or route.send_resolved]
-            if sent:
-                yield at, _body(route, labels, sent, firing)
-            last = _Sent(firing, resolved, at)
+        body, last = _flush(route, labels, present, at, last, inhibitor)
+        if body is not None:
+            yield at, body
         for fp in [fp for fp, a in present.items() if not a.firing_at(at)]:
             del present[fp]  # resolved alerts leave the group once flushed
         at = _next_flush(at, present, pending, last, route, inhibitor)
         if at is None:
             return
+
+
+def _flush(route: Route, labels: dict, present: dict[str, AlertLife], at: datetime, last: _Sent | None,
+           inhibitor: Inhibitor | None) -> tuple[dict | None, _Sent | None]:
+    """One flush of a group: the webhook it sends (or None) and the notification log after it."""
+    shown = [a for a in present.values() if not (inhibitor and inhibitor.muted(a, at))]
+    firing = frozenset(a.fingerprint for a in shown if a.firing_at(at))
+    resolved = frozenset(a.fingerprint for a in shown) - firing
+    if not shown or not _needs_update(last, firing, resolved, at, route):
+        return None, last  # all muted: Alertmanager stops before its dedup stage and logs nothing
+    sent = [a for a in shown if a.fingerprint in firing or route.send_resolved]
+    return (_body(route, labels, sent, firing) if sent else None), _Sent(firing, resolved, at)
 
 
 def _needs_update(last: _Sent | None, firing: frozenset, resolved: frozenset, at: datetime, route: Route) -> bool:

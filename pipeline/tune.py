@@ -34,7 +34,7 @@ from pipeline.config import Config, load_config
 from pipeline.diagnose import Diagnosis
 
 MAX_VARIANTS = 256
-PROGRESS_BYTES = 1 << 22  # a worker reports its progress every 4 MiB
+PROGRESS_BYTES = 1 << 20  # a worker reports its progress every MiB
 
 
 @dataclass(frozen=True)
@@ -313,8 +313,12 @@ def run_tune(args: argparse.Namespace) -> int:
     found = variants(base, args.configs, args.grid)
     zone, night, faults = scoring(args, base)
     jobs = [Job(args.history, args.graph, args.runbooks, v, zone, night, faults) for v in found]
-    started = time.perf_counter()
-    outcomes = run_jobs(jobs, min(args.jobs, len(jobs)), progress_bar(args, len(jobs)))
+    started, bar = time.perf_counter(), progress_bar(args, len(jobs))
+    try:
+        outcomes = run_jobs(jobs, min(args.jobs, len(jobs)), bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()  # cleared before the table is printed
     seconds = time.perf_counter() - started
     print(table(outcomes, args.tz), flush=True)
     alerts = sum(o.alerts for o in outcomes)
@@ -361,15 +365,15 @@ def truth(args: argparse.Namespace, base: Config) -> list[Fault] | None:
     return load_truth(beside) if beside.exists() else None
 
 
-def progress_bar(args: argparse.Namespace, jobs: int) -> Callable[[int], object] | None:
+def progress_bar(args: argparse.Namespace, jobs: int) -> Any:
+    """A tqdm bar over the bytes all jobs will read, on a terminal only."""
     if args.no_progress or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
     size = Path(args.history).stat().st_size if not args.history.endswith(".gz") else None
-    bar = tqdm(total=size * jobs if size else None, unit="B", unit_scale=True, desc="tune", file=sys.stderr,
-               leave=False)
-    return bar.update
+    return tqdm(total=size * jobs if size else None, unit="B", unit_scale=True, desc="tune", file=sys.stderr,
+                leave=False)
 
 
 def table(outcomes: list[Outcome], zone: str) -> str:

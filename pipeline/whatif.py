@@ -87,25 +87,31 @@ def read_history(path: str, identity: Identity) -> History:
 
 def compare(current: Outcome, proposed: Outcome, history: History) -> Comparison:
     """Link the incidents of the two runs through the alerts they share; name each change."""
-    where_current, where_proposed = _locator(current.versions), _locator(proposed.versions)
     latest = {("c", d.incident_id): d for d in current.versions} | {("p", d.incident_id): d for d in proposed.versions}
+    placed = _place(history.alerts, _locator(current.versions), _locator(proposed.versions))
     parent: dict[tuple, tuple] = {}
-    placed: dict[tuple, tuple[str, str]] = {}
-    for alert in history.alerts:
-        ours, theirs = where_current(alert), where_proposed(alert)
-        if ours and theirs:
-            placed[(alert.fingerprint, alert.starts_at)] = (ours, theirs)
-            _union(parent, ("c", ours), ("p", theirs))
-    groups: dict[tuple, list[tuple]] = defaultdict(list)
+    for ours, theirs in placed.values():
+        _union(parent, ("c", ours), ("p", theirs))
+    nodes: dict[tuple, list[tuple]] = defaultdict(list)
+    alerts: dict[tuple, list[AlertSeen]] = defaultdict(list)
     for node in list(parent):
-        groups[_find(parent, node)].append(node)
-    by_group: dict[tuple, list[AlertSeen]] = defaultdict(list)
+        nodes[_find(parent, node)].append(node)
     for alert in history.alerts:
         if (key := (alert.fingerprint, alert.starts_at)) in placed:
-            by_group[_find(parent, ("c", placed[key][0]))].append(alert)
-    changes = [_change(nodes, latest, by_group[root], placed) for root, nodes in groups.items()]
+            alerts[_find(parent, ("c", placed[key][0]))].append(alert)
+    changes = [_change(nodes[root], latest, alerts[root], placed) for root in nodes]
     changes.sort(key=lambda c: (-len(c.alerts), c.alerts[0].first_seen))
     return Comparison(current, proposed, history, changes)
+
+
+def _place(alerts: list[AlertSeen], ours, theirs) -> dict[tuple, tuple[str, str]]:
+    """Each alert found in an incident of both runs -> (its current incident, its proposed incident)."""
+    placed = {}
+    for alert in alerts:
+        here, there = ours(alert), theirs(alert)
+        if here and there:
+            placed[(alert.fingerprint, alert.starts_at)] = (here, there)
+    return placed
 
 
 def _change(nodes: list[tuple], latest: dict, alerts: list[AlertSeen], placed: dict) -> Change:
@@ -165,8 +171,8 @@ def summary(comparison: Comparison, names: tuple[str, str]) -> str:
     counts = Counter(change.kind for change in comparison.changes)
     rows.append(f"{c.alerts} alerts replayed under each; incidents linked by shared alerts: "
                 + ", ".join(f"{counts[k]} {k}" for k in ("merged", "split", "regrouped", "root changed", "unchanged")))
-    for change in comparison.changes[:3]:
-        rows.append(f"largest: {len(change.alerts)} alerts, {len(change.current)} incident(s) -> "
+    for change in [c for c in comparison.changes if c.kind != "unchanged"][:3]:
+        rows.append(f"largest change: {len(change.alerts)} alerts, {len(change.current)} incident(s) -> "
                     f"{len(change.proposed)} ({change.kind})")
     return "\n".join(rows)
 

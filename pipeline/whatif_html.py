@@ -42,9 +42,12 @@ def render(comparison: Comparison, names: tuple[str, str], zone: str) -> str:
     parts = [f"<h1>What if: {_e(names[0])} &rarr; {_e(names[1])}</h1>", _overview(comparison),
              f"<pre>{_e(summary(comparison, names))}</pre>",
              "<h2>Alerts and pages per hour</h2>", _img(_per_hour(comparison, names, ZoneInfo(zone)), "per hour"),
-             "<h2>The largest storms, side by side</h2>"]
-    for change in comparison.changes[:STORMS_SHOWN]:
-        parts.append(_img(_storm(change, names), f"storm of {len(change.alerts)} alerts"))
+             "<h2>The largest storms, side by side</h2>",
+             "<p>Each alert where and when it fired, coloured by the incident it fell in; the largest storms "
+             "the change touched come first.</p>"]
+    storms = sorted(comparison.changes, key=lambda c: (c.kind == "unchanged", -len(c.alerts)))
+    for change in storms[:STORMS_SHOWN]:
+        parts.append(_img(_storm(change, names), f"{change.kind}: storm of {len(change.alerts)} alerts"))
     changed = [c for c in comparison.changes if c.kind != "unchanged"]
     parts.append(f"<h2>Incidents that changed ({len(changed)})</h2>")
     parts += [_change(change, names) for change in changed[:CHANGES_SHOWN]]
@@ -112,6 +115,7 @@ def _storm(change: Change, names: tuple[str, str]):
                           color=colour_of.get(incident, "#999"), s=22)
         roots = ", ".join(dict.fromkeys(d.root_cause.service or "?" for d in incidents))
         panel.set_title(f"{name}: {len(incidents)} incident(s), root {roots}"[:90], fontsize=10)
+        panel.grid(axis="y", color="#eee")
         panel.set_xlabel(f"minutes after {start:%Y-%m-%d %H:%M} UTC")
     panels[0].set_yticks(range(len(services)), services, fontsize=8)
     figure.tight_layout()
