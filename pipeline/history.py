@@ -131,6 +131,7 @@ def _prometheus_history(args: argparse.Namespace, start: datetime, end: datetime
     chunk = parse_duration(args.chunk)
     if chunk <= timedelta(0):
         raise InputError("--chunk", "must be longer than zero")
+    send = sender(args.alertmanager_config, tuple(args.receiver or ()))  # a bad config stops us before any query
     retry = Retry(total=2, backoff_factor=0.5, status_forcelist=(502, 503, 504))  # a proxy's hiccup, not a bad query
     client = PrometheusConnect(args.from_prometheus, timeout=60, retry=retry)
     history = read_alert_history(client, start, end, chunk)
@@ -138,21 +139,20 @@ def _prometheus_history(args: argparse.Namespace, start: datetime, end: datetime
         print(f"stormdrain: note: {note}", file=sys.stderr)
     for reason, count in history.skipped.items():
         print(f"stormdrain: skipped {count} x {reason}", file=sys.stderr)
-    write_envelopes(envelopes_of(history.lives, args.alertmanager_config, tuple(args.receiver or ()), end), out)
+    write_envelopes(send(history.lives, end), out)
 
 
-def envelopes_of(lives: list, alertmanager_config: str | None, receivers: tuple[str, ...],
-                 until: datetime) -> list[tuple[datetime, dict]]:
-    """The webhooks an Alertmanager with this config (or the default route) would have sent."""
+def sender(alertmanager_config: str | None, receivers: tuple[str, ...]) -> Callable[[list, datetime], list]:
+    """What turns alert lives into webhooks: the Alertmanager the config describes, or the default route."""
     if alertmanager_config is None:
-        return notifications(lives, DEFAULT_ROUTE, until)
+        return lambda lives, until: notifications(lives, DEFAULT_ROUTE, until)
     config = load_alertmanager_config(alertmanager_config)
     for note in config.ignored:
         print(f"stormdrain: note: not simulated: {note}", file=sys.stderr)
     unknown = [name for name in receivers if name not in config.receivers]
     if unknown:
         raise InputError("--receiver", f"no receiver named {unknown[0]!r} in {alertmanager_config}")
-    return dispatch(lives, config, until, receivers or None)
+    return lambda lives, until: dispatch(lives, config, until, receivers or None)
 
 
 def write_envelopes(sent: list[tuple[datetime, dict]], out: IO[bytes]) -> None:

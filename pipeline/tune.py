@@ -319,7 +319,7 @@ def run_tune(args: argparse.Namespace) -> int:
     finally:
         if bar:
             bar.close()  # cleared before the table is printed
-    seconds = time.perf_counter() - started
+    seconds = max(time.perf_counter() - started, 1e-6)
     print(table(outcomes, args.tz), flush=True)
     alerts = sum(o.alerts for o in outcomes)
     print(f"{len(outcomes)} configurations x {outcomes[0].alerts} alerts in {seconds:.1f}s on "
@@ -386,6 +386,8 @@ def table(outcomes: list[Outcome], zone: str) -> str:
         per_page = f"{o.alerts_per_page:g}" if o.alerts_per_page is not None else "-"
         ac1 = f"{o.ac_at_1:.3f}" if o.ac_at_1 is not None else "-"
         rows.append(f"{o.name:<{width}}  {o.pages:>6}  {o.incidents:>9}  {per_page:>11}  {o.night_pages:>11}  {ac1:>6}")
-    rows.append(f"{outcomes[0].alerts} alerts per configuration; night in {zone}"
-                + (f"; AC@1 over {outcomes[0].faults} labelled faults" if outcomes[0].ac_at_1 is not None else ""))
+    first = outcomes[0]
+    rows.append(f"{first.alerts} alerts per configuration; night in {zone}"
+                + (f"; AC@1 over {first.faults} labelled faults" if first.ac_at_1 is not None else "")
+                + (f"; {first.skipped_lines} lines of the history could not be read" if first.skipped_lines else ""))
     return "\n".join(rows)

@@ -207,6 +207,9 @@ def _replay(*args: str) -> subprocess.CompletedProcess:
     (["--from-prometheus", "http://p"], "needs a start"),
     (["--from-kafka", "--since", "1h", "--republish", "stormdrain.diagnoses"], "live stormdrain topic"),
     (["--from-prometheus", "http://127.0.0.1:9", "--since", "1h"], "failed at http://127.0.0.1:9"),
+    (["--from-prometheus", "http://127.0.0.1:9", "--since", "1h", "--alertmanager-config", "missing.yml"],
+     "cannot read Alertmanager config"),
+    (["--from-prometheus", "http://127.0.0.1:9", "--since", "1h", "--chunk", "0s"], "longer than zero"),
 ])
 def test_the_replay_command_refuses_bad_source_options_without_a_traceback(args, message):
     result = _replay(*args)
