@@ -26,6 +26,15 @@ class Outcome:
     right: bool
 
 
+def percent(p: float) -> str:
+    """A probability as a person reads it: never a flat 100 % or 0 %."""
+    if p >= 0.995:
+        return ">99%"
+    if p < 0.005:
+        return "<1%"
+    return f"{p:.0%}"
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))

@@ -17,10 +17,12 @@ from pipeline.alerts import InputError
 from pipeline.config import Config, load_config
 from pipeline.diagnose import Diagnosis
 from pipeline.embedded import Embedded
+from pipeline import sources, tune, whatif
+from pipeline.bench import history as bench_history
 from pipeline.graph import ServiceGraph, load_graph
 from pipeline.history import open_store
 from pipeline.render import render_page
-from pipeline.replay import read_lines, open_input, write_ndjson
+from pipeline.replay import read_lines, write_ndjson
 from pipeline.runbooks import Catalog, load_catalog
 from pipeline.summary import ReplaySummary
 
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="also write every diagnosis version as NDJSON here")
     demo.set_defaults(run=run_demo)
     replay = sub.add_parser("replay", help="replay recorded alerts through the pipeline")
-    replay.add_argument("input", help="NDJSON file of webhooks, envelopes or alerts.raw records (.gz ok, - for stdin)")
+    sources.add_source_options(replay)
     add_pipeline_options(replay)
     replay.add_argument("--out", required=True, help="where to write diagnosis versions as NDJSON (- for stdout)")
     replay.add_argument("--strict", action="store_true", help="stop at the first line that cannot be read")
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     storms.add_argument("--config", help="configuration file (YAML or JSON)")
     storms.add_argument("--out", help="write the figures as JSON here")
     storms.set_defaults(run=run_bench_storms)
+    bench_history.add_command(bench_sub)
+    tune.add_command(sub)
+    whatif.add_command(sub)
     for plugin in entry_points(group="stormdrain.commands"):
         plugin.load()(sub)
     return parser
@@ -81,7 +86,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graph", help="service graph: JSON or YAML {nodes, edges: [{from, to}]}, or CSV source,target")
     parser.add_argument("--config", help="configuration file (YAML or JSON); defaults otherwise")
     parser.add_argument("--runbooks", help="runbook catalog (default: the bundled playbooks/runbooks.yaml)")
-    parser.add_argument("--history", help="a RocksDB directory that keeps past incidents between runs")
+    parser.add_argument("--incident-history", metavar="DIR",
+                        help="a RocksDB directory that keeps past incidents between runs")
 
 
 def load_parts(args: argparse.Namespace) -> tuple[Config, ServiceGraph, Catalog]:
@@ -135,17 +141,26 @@ def run_bench_storms(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     config, graph, catalog = load_parts(args)
-    history = open_store(args.history)
-    engine = Embedded(config, graph, catalog, keep=("diagnoses", "alerts.dlq"), history=history)
-    stream = open_input(args.input)
+    sources.check_republish(args.republish)
+    past = open_store(args.incident_history)
+    engine = Embedded(config, graph, catalog, keep=("diagnoses", "alerts.dlq"), history=past)
+    stream = sources.open_source(args)
+    kept: list[Diagnosis] = []  # only to republish
     try:
         with stream, write_ndjson(args.out) as out:
-            summary = replay(stream, engine, lambda d: out.write(d.model_dump_json() + "\n"),
-                             strict=args.strict, progress=_progress(args, stream))
+            def emit(diagnosis: Diagnosis) -> None:
+                out.write(diagnosis.model_dump_json() + "\n")
+                if args.republish:
+                    kept.append(diagnosis)
+
+            summary = replay(stream, engine, emit, strict=args.strict, progress=_progress(args, stream))
     finally:
-        if hasattr(history, "close"):
-            history.close()
+        if hasattr(past, "close"):
+            past.close()
     print(summary.report(), file=sys.stderr)
+    if args.republish:
+        count = sources.kafka_plugin().republish(args.bootstrap, args.republish, kept)
+        print(f"{'republished':>20}  {count} diagnosis versions to {args.republish}", file=sys.stderr)
     return 1 if summary.errors and args.strict else 0
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from pipeline.actions import Feedback, RemediationEvent
 from pipeline.alerts import OptionalTime, Time
+from pipeline.calibration import percent
 from pipeline.config import Config
 from pipeline.evidence import IncidentEvidence
 from pipeline.history import HistoryUpdate, closed, late_feedback
@@ -277,7 +278,7 @@ def _summary(incident: Incident, ranking: Ranking, runbook: str | None, affected
     state = "resolved: " if incident.status != "firing" else ""
     tail = f"; runbook {runbook}" if runbook else ""
     return (f"{state}{what} is the likely root cause of {affected} affected service(s), "
-            f"{incident.unique_alerts} alerts, {ranking.confidence:.0%} confidence{tail}")
+            f"{incident.unique_alerts} alerts, {percent(ranking.confidence)} confidence{tail}")
 
 
 def _evidence(incident: Incident, ranking: Ranking) -> list[Evidence]:

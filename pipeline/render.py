@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.calibration import percent as confidence
 from pipeline.diagnose import Diagnosis
 from pipeline.runbooks import Catalog
 
@@ -29,13 +30,6 @@ def _head(d: Diagnosis) -> str:
     return f"{kind} {d.incident_id} v{d.version} [{d.severity}] scope {d.scope}, since {d.opened_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
-def confidence(p: float) -> str:
-    """A probability as a person reads it: never a flat 100 % or 0 %."""
-    if p >= 0.995:
-        return ">99%"
-    if p < 0.005:
-        return "<1%"
-    return f"{p:.0%}"
 
 
 def duration(seconds: float) -> str:

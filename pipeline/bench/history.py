@@ -1,0 +1,58 @@
+"""A generated alert history of a given size, written as NDJSON with its truth beside it.
+
+Synthetic storms (pipeline/bench/storms.py) on a real service graph, as many
+as it takes to reach the number of alerts asked for; the faults that made them
+go to `<history>.truth.json`, which `stormdrain tune` reads to score AC@1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from pipeline.alerts import format_time
+from pipeline.bench.storms import Fault, StormSettings, generate
+from pipeline.graph import load_graph
+
+PILOT_SCENARIOS = 20
+
+
+def truth_path(history: str | Path) -> Path:
+    """Where a history's truth lives: beside it, `.truth.json` in place of `.ndjson` (or `.ndjson.gz`)."""
+    path = Path(history)
+    name = path.name.removesuffix(".gz").removesuffix(".ndjson")
+    return path.with_name(name + ".truth.json")
+
+
+def write_history(graph_path: str | Path, alerts: int, seed: int, out: str | Path) -> dict:
+    """Generate at least `alerts` alerts of storms on the graph; write the history and its truth."""
+    graph = load_graph(graph_path)
+    pilot = generate(graph, seed, StormSettings(scenarios=PILOT_SCENARIOS))
+    per_scenario = max(1.0, _alerts(pilot.envelopes) / PILOT_SCENARIOS)
+    storm = generate(graph, seed, StormSettings(scenarios=max(1, math.ceil(alerts / per_scenario * 1.05))))
+    Path(out).write_text("".join(json.dumps(e) + "\n" for e in storm.envelopes))
+    truth = {"graph": Path(graph_path).name, "seed": seed, "faults": [fault_json(f) for f in storm.faults]}
+    truth_path(out).write_text(json.dumps(truth, indent=1) + "\n")
+    return {"alerts": _alerts(storm.envelopes), "webhooks": len(storm.envelopes), "faults": len(storm.faults),
+            "history": str(out), "truth": str(truth_path(out))}
+
+
+def fault_json(fault: Fault) -> dict:
+    return {"root": fault.root, "at": format_time(fault.at), "silent": fault.silent, "affected": fault.affected,
+            "fingerprints": sorted(fault.fingerprints)}
+
+
+def _alerts(envelopes: list[dict]) -> int:
+    return sum(len(e["webhook"]["alerts"]) for e in envelopes)
+
+
+def add_command(bench_sub) -> None:
+    """Register `stormdrain bench history`."""
+    command = bench_sub.add_parser("history", help="write a generated storm history of N alerts, with its truth")
+    command.add_argument("graph", help="service graph file (CSV source,target or the JSON format)")
+    command.add_argument("--alerts", type=int, default=100_000, help="alerts at least (default %(default)s)")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--out", required=True, help="the history (NDJSON); the truth goes beside it")
+    command.set_defaults(run=lambda args: print(json.dumps(write_history(args.graph, args.alerts, args.seed,
+                                                                         args.out))))
