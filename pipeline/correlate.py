@@ -17,7 +17,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.alerts import AlertRecord, OptionalTime
 from pipeline.config import Config
@@ -54,14 +54,16 @@ class ScopeState(BaseModel):
     alerts: dict[str, AlertState] = Field(default_factory=dict)
     incidents: dict[str, Incident] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict)
-    _run: list = PrivateAttr(default_factory=list)  # [heap, sequence]: the pending records in release order
+    # The pending records as a heap in release order: derived from `pending`, so not saved.
+    # A plain field, not a private attribute: pydantic's private attributes are slow to reach.
+    run: list = Field(default_factory=list, exclude=True, repr=False)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
 
     def heap(self) -> list:
         """The pending records as a heap in release order, built once after a restore."""
-        run = self._run
+        run = self.run
         if not run:
             run += [[], 0]
             for record in self.pending:
@@ -69,7 +71,7 @@ class ScopeState(BaseModel):
         return run[0]
 
     def push(self, record: AlertRecord) -> None:
-        run = self._run
+        run = self.run
         if not run:
             self.heap()
         run[1] += 1

@@ -31,6 +31,7 @@ class Identity:
         self._ignore = re.compile(config.ignore_values)
         self.service_of = lru_cache(maxsize=65536)(self._service_of)
         self._scope_of = lru_cache(maxsize=4096)(self._scope_text)
+        self._scope_labels = tuple(config.scope_labels)
 
     def service(self, labels: dict[str, str]) -> str | None:
         """The service an alert is about, or None for an alert about no service (a node)."""
@@ -47,7 +48,7 @@ class Identity:
 
     def scope(self, labels: dict[str, str]) -> str:
         """The correlation scope (the Kafka key): the scope labels' values, or the default."""
-        names = self._config.scope_labels
+        names = self._scope_labels
         if len(names) == 1:
             return self._scope_of((labels.get(names[0], ""),))
         return self._scope_of(tuple(labels.get(name, "") for name in names))

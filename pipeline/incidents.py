@@ -13,7 +13,7 @@ import hashlib
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.alerts import Alert, OptionalTime, Time
 from pipeline.config import IncidentConfig
@@ -72,14 +72,16 @@ class Incident(BaseModel):
     roots: list[str] = Field(default_factory=list)  # nodes explaining the most graph services
     dedupe: dict[str, int] = Field(default_factory=dict)  # notifications by dedupe reason
     external_url: str = ""
-    _listed: set[str] | None = PrivateAttr(default=None)
+    # The fingerprints as a set, derived from the list, so not saved (a plain field: fast to reach).
+    listed: set[str] = Field(default_factory=set, exclude=True, repr=False)
 
     def list_fingerprint(self, fingerprint: str) -> None:
         """Add a fingerprint to the incident's list once, however many episodes it has."""
-        if self._listed is None:
-            self._listed = set(self.fingerprints)
-        if fingerprint not in self._listed:
-            self._listed.add(fingerprint)
+        listed = self.listed
+        if len(listed) != len(self.fingerprints):
+            listed.update(self.fingerprints)
+        if fingerprint not in listed:
+            listed.add(fingerprint)
             self.fingerprints.append(fingerprint)
 
     @property

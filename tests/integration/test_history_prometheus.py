@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.alerts import format_time
+from pipeline.alerts import parse_time, format_time
 from tests.timeline import require_ci_part
 
 pytestmark = pytest.mark.integration
@@ -161,8 +161,13 @@ def _by_group(envelopes: list[tuple[str, dict]]) -> dict[tuple, set]:
     out: dict[tuple, set] = {}
     for _, body in envelopes:
         said = out.setdefault((body["receiver"], body["groupKey"]), set())
-        said.update((a["fingerprint"], a["status"], a["startsAt"][:23]) for a in body["alerts"])
+        said.update((a["fingerprint"], a["status"], _millis(a["startsAt"])) for a in body["alerts"])
     return out
+
+
+def _millis(text: str) -> str:
+    """A time as written by either side, to the millisecond: the formats differ, the instants must not."""
+    return parse_time(text).isoformat(timespec="milliseconds")
 
 
 @pytest.fixture(scope="module")
