@@ -179,6 +179,9 @@ def run_bench_nezha(args: argparse.Namespace) -> int:
         look = parse_duration(args.look)
     except ValueError as exc:
         raise InputError("--look", str(exc)) from None
+    threshold = args.latency_threshold
+    if threshold is not None and not _positive_number(threshold):
+        raise InputError("--latency-threshold", f"expected a number of seconds, got {threshold[:40]!r}")
     faults = read_faults(args.faults or Path(args.day) / "fault_list.json")
     settings = nezha.Settings(look=look, latency_threshold=args.latency_threshold, config=args.config,
                               graph=args.graph, rules=args.rules)
@@ -186,6 +189,13 @@ def run_bench_nezha(args: argparse.Namespace) -> int:
     print(nezha.table(result))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return 0 < float(text) < 1e9
+    except ValueError:
+        return False
 
 
 def run_replay(args: argparse.Namespace) -> int:

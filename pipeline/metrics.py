@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import requests
+import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
@@ -144,8 +145,8 @@ class PrometheusEvidence:
             result = self.client.custom_query_range(query, window.start, window.end, step=f"{step:g}s")
         except requests.exceptions.Timeout:
             return "timeout", []
-        except requests.exceptions.ConnectionError:
-            return "unavailable", []
+        except requests.exceptions.ConnectionError as exc:
+            return _failed(exc), []
         except (PrometheusApiClientException, requests.exceptions.RequestException, ValueError) as exc:
             log.warning("query failed: %s: %s", query[:200], str(exc)[:200])
             return "error", []
@@ -157,6 +158,13 @@ class PrometheusEvidence:
                 scores: dict[str, float] | None = None) -> IncidentEvidence:
         return IncidentEvidence(incident_id=request.incident_id, revision=request.revision, at=request.as_of,
                                 status=status, detail=detail, items=list(items), scores=scores or {})
+
+
+def _failed(exc: requests.exceptions.ConnectionError) -> str:
+    """With retries off, a timeout comes wrapped as a connection error: tell the two apart."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    refused = isinstance(reason, urllib3.exceptions.NewConnectionError)  # a TimeoutError subclass, oddly
+    return "timeout" if isinstance(reason, urllib3.exceptions.TimeoutError) and not refused else "unavailable"
 
 
 def _series(result: object) -> list[Series]:

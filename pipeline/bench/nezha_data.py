@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import math
 import re
@@ -180,7 +179,12 @@ def _text(path: Path) -> str:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(_text(path))))
+    """CSV rows read line by line: a broken line (an unterminated quote) cannot swallow the rest."""
+    lines = _text(path).splitlines()
+    if not lines:
+        return []
+    header = next(csv.reader([lines[0]]))
+    return [dict(zip(header, next(csv.reader([line])))) for line in lines[1:] if line.strip()]
 
 
 def _columns(rows: list[dict[str, str]], time_column: str) -> tuple[list[float], dict[str, list[float]]]:
@@ -192,7 +196,8 @@ def _columns(rows: list[dict[str, str]], time_column: str) -> tuple[list[float],
         except (KeyError, TypeError, ValueError):
             continue
     times = sorted(by_time)
-    names = [c for c in (rows[0] if rows else {}) if c not in (time_column, "TimeStamp", "timestamp", "PodName")]
+    widest = max((list(row) for row in rows), key=len, default=[])
+    names = [c for c in widest if c not in (time_column, "TimeStamp", "timestamp", "PodName")]
     return times, {c: [_number(by_time[t].get(c)) for t in times] for c in names}
 
 
