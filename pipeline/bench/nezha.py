@@ -100,19 +100,25 @@ def run(day_dir: str | Path, faults: list[Fault], settings: Settings = Settings(
     job = _Run(day, _graph(day, settings, config), config)
     clock = job.lap("read", started)
     with tempfile.TemporaryDirectory(prefix="nezha-tsdb-") as tsdb:
-        localprom.backfill(localprom.openmetrics_text(nezha_data.series(day), types={
-            "container_cpu_usage_seconds": "counter"}), tsdb)
+        types = {"container_cpu_usage_seconds": "counter"}
+        localprom.backfill(localprom.openmetrics_text(nezha_data.series(day), types=types), tsdb)
         clock = job.lap("backfill", clock)
         with localprom.start_prometheus(tsdb, retention="100y") as prom:
-            alerts = _alerts(prom.url, day, settings)
-            clock = job.lap("rules", clock)
-            recorder = _Recorder(PrometheusEvidence(config.evidence, prom.url, job.graph))
-            versions = _replay(alerts, day, job, recorder)
-            clock = job.lap("replay", clock)
-            starts = _starts(alerts)
-            records = [_look(fault, versions, starts, recorder, job, settings) for fault in faults]
-            job.lap("look", clock)
+            result = _through(prom.url, faults, job, settings, clock)
     job.timing["total"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def _through(url: str, faults: list[Fault], job: _Run, settings: Settings, clock: float) -> dict:
+    """Rules, Alertmanager and the pipeline over the day in Prometheus, then a look at each fault time."""
+    alerts = _alerts(url, job.day, settings)
+    clock = job.lap("rules", clock)
+    recorder = _Recorder(PrometheusEvidence(job.config.evidence, url, job.graph))
+    versions = _replay(alerts, job.day, job, recorder)
+    clock = job.lap("replay", clock)
+    starts = _starts(alerts)
+    records = [_look(fault, versions, starts, recorder, job, settings) for fault in faults]
+    job.lap("look", clock)
     return _result(job, settings, records, len(alerts), recorder.provider.queries)
 
 
@@ -164,17 +170,22 @@ def _look(fault: Fault, versions: list[Diagnosis], starts: dict[str, list[dateti
     """What stormdrain said about the time of one fault, ranked, with the truth beside it when known."""
     until = fault.at + settings.look
     diagnosis = _diagnosis_at(fault.at, until, versions, starts)
-    if diagnosis is not None:
-        answer = _answer_at(recorder.answers.get(diagnosis.incident_id, []), until)
-        ranked = [c.service for c in diagnosis.candidates]
-        confidence, source = diagnosis.confidence, "diagnosis"
-    else:
-        answer = recorder.provider.gather(EvidenceRequest(
-            incident_id=f"look-{fault.at:%Y%m%dT%H%M%S}", revision=0, scope="default",
-            services=tuple(job.graph.nodes or job.day.services), onset=fault.at, as_of=until))
-        ranked, confidence, source = _by_score(answer), _top_share(answer), "metrics only: no alert fired"
-    ranked = fill(ranked, answer.scores if answer else {}, job.graph, job.day.services)
-    return _record(fault, ranked, confidence, source, diagnosis, answer)
+    if diagnosis is None:
+        return _metrics_only(fault, until, recorder, job)
+    answer = _answer_at(recorder.answers.get(diagnosis.incident_id, []), until)
+    ranked = fill([c.service for c in diagnosis.candidates], answer.scores if answer else {}, job.graph,
+                  job.day.services)
+    return _record(fault, ranked, diagnosis.confidence, "diagnosis", diagnosis, answer)
+
+
+def _metrics_only(fault: Fault, until: datetime, recorder: _Recorder, job: _Run) -> dict:
+    """No alert fired: the metric evidence alone, for every service of the day and the graph."""
+    services = tuple(sorted(set(job.graph.nodes) | set(job.day.services)))
+    answer = recorder.provider.gather(EvidenceRequest(incident_id=f"look-{fault.at:%Y%m%dT%H%M%S}", revision=0,
+                                                      scope="default", services=services, onset=fault.at,
+                                                      as_of=until))
+    ranked = fill(_by_score(answer), answer.scores, job.graph, job.day.services)
+    return _record(fault, ranked, _top_share(answer), "metrics only: no alert fired", None, answer)
 
 
 def _diagnosis_at(since: datetime, until: datetime, versions: list[Diagnosis],
