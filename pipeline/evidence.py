@@ -141,15 +141,21 @@ class SeriesScore:
 
 
 def robust_baseline(values: np.ndarray, floor: float, relative_floor: float) -> tuple[float, float]:
-    """The median and a scale that a flat baseline cannot shrink to nothing.
+    """The median and a spread that neither a flat baseline nor a recent incident in it can fool.
 
-    The scale is the MAD (as a standard deviation), but at least `relative_floor`
-    of the median and at least `floor`: a series that never moved does not make
-    its first wobble a thousand-sigma event.
+    The spread is the smaller of the MAD and the shortest interval holding half
+    the points (the shorth), both scaled to a standard deviation for normal data:
+    a spike that took up to half the baseline (an incident a quarter of an hour
+    ago) inflates the MAD but not the shorth. It is floored at `relative_floor`
+    of the median and at `floor`: a series that never moved does not make its
+    first wobble a thousand-sigma event.
     """
     median = float(np.median(values))
     mad = 1.4826 * float(np.median(np.abs(values - median)))
-    return median, max(mad, relative_floor * abs(median), floor)
+    x = np.sort(values)
+    half = len(x) // 2 + 1
+    shorth = float(np.min(x[half - 1:] - x[: len(x) - half + 1])) / 1.349
+    return median, max(min(mad, shorth), relative_floor * abs(median), floor)
 
 
 def score_series(series: Series, window: Window, signal: Signal, config: EvidenceConfig) -> SeriesScore | None:

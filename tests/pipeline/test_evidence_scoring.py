@@ -158,3 +158,12 @@ def test_the_lag_scale_and_cap_come_from_the_configuration():
     graph = graph_of("web>catalog")
     items = [evidence("web", "latency", 2.0, 0), evidence("catalog", "cpu", 2.0, timedelta(minutes=30).seconds)]
     assert service_scores(items, {"web", "catalog"}, SIGNALS, config, graph)["catalog"] == 1.5
+
+
+def test_an_incident_in_the_baseline_does_not_hide_the_next_one():
+    # A quarter of an hour ago the pod ran hot for 7 of 17 minutes: the MAD swells, the shorth does not.
+    calm = 25 + np.tile([0.0, 1.0, -1.0, 0.5, -0.5], 2)
+    baseline = np.concatenate([calm, np.full(7, 95.0)])
+    median, scale = robust_baseline(baseline, floor=0.001, relative_floor=0.01)
+    mad = 1.4826 * np.median(np.abs(baseline - np.median(baseline)))
+    assert median == 26.0 and scale < mad / 1.5  # the calm level, and a spread the hot minutes did not swell
