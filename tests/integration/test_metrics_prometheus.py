@@ -180,5 +180,5 @@ def test_replay_adds_metric_evidence_and_discovered_edges_from_prometheus(promet
     assert main(["replay", str(storm), "--config", str(config), "--prometheus", prometheus.url,
                  "--discover-graph", prometheus.url, "--out", str(out), "--no-progress"]) == 0
     last = [json.loads(line) for line in out.read_text().splitlines()][-1]
-    assert last["root_cause"] == {"service": "checkoutservice", "alert": None, "inferred": True}
+    assert (last["root_cause"]["service"], last["root_cause"]["inferred"]) == ("checkoutservice", True)
     assert any(e["kind"] == "metric" and e["text"].startswith("checkoutservice CPU") for e in last["evidence"])
