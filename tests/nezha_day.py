@@ -33,7 +33,8 @@ def write_day(root: Path, minutes: int = 110) -> Path:
                [["web", "cart", 1], ["web", "catalog", 1], ["web", "10.0.0.7", 1]])
     faults = {f"{at:%H}": [] for _, at in FAULTS}
     for service, at in FAULTS:
-        faults[f"{at:%H}"].append({"inject_time": f"{at:%Y-%m-%d %H:%M:%S}", "inject_timestamp": str(int(at.timestamp())),
+        faults[f"{at:%H}"].append({"inject_time": f"{at:%Y-%m-%d %H:%M:%S}",
+                                   "inject_timestamp": str(int(at.timestamp())),
                                    "inject_pod": PODS[service], "inject_type": "cpu_contention"})
     (day / "fault_list.json").write_text(json.dumps(faults, indent=1))
     return day

@@ -7,7 +7,7 @@ import pytest
 from pipeline.config import EvidenceConfig, Signal, load_config
 from pipeline.alerts import InputError
 from pipeline.evidence import EvidenceRequest
-from pipeline.metrics import PrometheusEvidence, _series, _status, merged_graph, promql_string, render
+from pipeline.metrics import PrometheusEvidence, _series, _status, merged_graph, render
 from tests.timeline import at, graph_of
 
 POD = EvidenceConfig().pod_pattern
