@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench_history.add_command(bench_sub)
     tune.add_command(sub)
     whatif.add_command(sub)
+    nezha = bench_sub.add_parser("nezha", help="a recorded day of the Nezha study through Prometheus and the "
+                                               "pipeline, scored against its injected faults")
+    nezha.add_argument("day", help="a day directory: metric/<pod>_metric.csv.gz files and fault_list.json")
+    nezha.add_argument("--faults", help="fault list (default: DAY/fault_list.json); times only is enough")
+    nezha.add_argument("--graph", help="service graph (default: the day's metric/dependency.csv)")
+    nezha.add_argument("--config", help="stormdrain configuration (default: the bundled nezha-config.yaml)")
+    nezha.add_argument("--rules", help="Prometheus rule file (default: the bundled nezha-rules.yaml)")
+    nezha.add_argument("--latency-threshold", help="seconds, for the latency rules (default: 0.2 for "
+                                                   "online-boutique, 0.3 for train-ticket)")
+    nezha.add_argument("--look", default="7m", help="read the diagnosis this long after each fault (default 7m)")
+    nezha.add_argument("--out", required=True, help="write the per-fault records and figures as JSON here")
+    nezha.set_defaults(run=run_bench_nezha)
     for plugin in entry_points(group="stormdrain.commands"):
         plugin.load()(sub)
     return parser
@@ -88,12 +100,35 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runbooks", help="runbook catalog (default: the bundled playbooks/runbooks.yaml)")
     parser.add_argument("--incident-history", metavar="DIR",
                         help="a RocksDB directory that keeps past incidents between runs")
+    parser.add_argument("--prometheus", metavar="URL", help="add metric evidence from this Prometheus "
+                                                            "(default: evidence.prometheus_url of the config)")
+    parser.add_argument("--discover-graph", metavar="URL", help="merge call edges seen by this Prometheus "
+                                                                "(service-graph and mesh series) into the graph")
 
 
 def load_parts(args: argparse.Namespace) -> tuple[Config, ServiceGraph, Catalog]:
     config = load_config(args.config)
     graph = load_graph(args.graph, config.incidents.link_depth)
+    if getattr(args, "discover_graph", None):
+        from datetime import datetime, timezone
+
+        from pipeline.metrics import GraphDiscovery
+
+        discovery = GraphDiscovery(args.discover_graph, config.evidence, graph)
+        graph = discovery.current(datetime.now(timezone.utc))  # the CLI may read the clock; the core never does
+        log.info("graph: %d edges discovered at %s, %d nodes in all", len(discovery.edges), args.discover_graph,
+                 len(graph))
     return config, graph, load_catalog(args.runbooks)
+
+
+def evidence_provider(args: argparse.Namespace, config: Config, graph: ServiceGraph):
+    """The Prometheus evidence provider when a URL is given (flag or config), else none."""
+    url = getattr(args, "prometheus", None) or config.evidence.prometheus_url
+    if not url:
+        return None
+    from pipeline.metrics import PrometheusEvidence
+
+    return PrometheusEvidence(config.evidence, url, graph)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -139,11 +174,42 @@ def run_bench_storms(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench_nezha(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.bench import nezha
+    from pipeline.bench.nezha_data import read_faults
+    from pipeline.config import parse_duration
+
+    try:
+        look = parse_duration(args.look)
+    except ValueError as exc:
+        raise InputError("--look", str(exc)) from None
+    threshold = args.latency_threshold
+    if threshold is not None and not _positive_number(threshold):
+        raise InputError("--latency-threshold", f"expected a number of seconds, got {threshold[:40]!r}")
+    faults = read_faults(args.faults or Path(args.day) / "fault_list.json")
+    settings = nezha.Settings(look=look, latency_threshold=args.latency_threshold, config=args.config,
+                              graph=args.graph, rules=args.rules)
+    result = nezha.run(args.day, faults, settings)
+    print(nezha.table(result))
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return 0 < float(text) < 1e9
+    except ValueError:
+        return False
+
+
 def run_replay(args: argparse.Namespace) -> int:
     config, graph, catalog = load_parts(args)
     sources.check_republish(args.republish)
     past = open_store(args.incident_history)
-    engine = Embedded(config, graph, catalog, keep=("diagnoses", "alerts.dlq"), history=past)
+    engine = Embedded(config, graph, catalog, keep=("diagnoses", "alerts.dlq"), history=past,
+                      evidence=evidence_provider(args, config, graph))
     stream = sources.open_source(args)
     kept: list[Diagnosis] = []  # only to republish
     try:

@@ -173,11 +173,100 @@ class RankConfig(_Frozen):
     max_candidates: int = Field(default=10, ge=1, le=100)
 
 
+class Signal(_Frozen):
+    """One series to look at for each service: a PromQL template and how to read it.
+
+    `$service` in the query is the service name; `$pod` is `pod_pattern` with the
+    service in it, for `pod=~"$pod"`. Both come escaped for a PromQL string.
+    """
+
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
+    query: str = Field(min_length=1, max_length=2000)
+    label: str = ""  # how a page names it ("CPU", "p90 latency"); the name otherwise
+    unit: str = ""  # shown after absolute values ("cores", "s", "B")
+    kind: Literal["cause", "symptom"] = "symptom"  # a cause (resources) accuses its own service more
+    direction: Literal["up", "down", "both"] = "up"
+    weight: float = Field(default=1.0, ge=0.0, le=10.0)
+    floor: float = Field(default=1e-6, gt=0.0)  # the smallest deviation worth a unit of z, in the signal's unit
+
+
+def _default_signals() -> tuple[Signal, ...]:
+    """cAdvisor, kube-state-metrics and Istio series, as most Kubernetes clusters have them."""
+    pods = '{pod=~"$pod", container!="", container!="POD"}'
+    into = 'reporter="destination", destination_workload="$service"'
+    return (
+        Signal(name="cpu", label="CPU", unit="cores", kind="cause", floor=0.005,
+               query=f"sum by (pod) (rate(container_cpu_usage_seconds_total{pods}[2m]))"),
+        Signal(name="memory", label="memory", unit="B", kind="cause", weight=0.8, floor=8e6,
+               query=f"sum by (pod) (container_memory_working_set_bytes{pods})"),
+        Signal(name="throttling", label="CPU throttling", kind="cause", floor=0.02,
+               query=f"sum by (pod) (rate(container_cpu_cfs_throttled_periods_total{pods}[2m]))"
+                     f" / sum by (pod) (rate(container_cpu_cfs_periods_total{pods}[2m]))"),
+        Signal(name="restarts", label="restarts", kind="cause", floor=0.5,
+               query='sum by (pod) (increase(kube_pod_container_status_restarts_total{pod=~"$pod"}[5m]))'),
+        Signal(name="errors", label="5xx ratio", weight=0.6, floor=0.01,
+               query=f'sum(rate(istio_requests_total{{{into}, response_code=~"5.."}}[2m]))'
+                     f" / sum(rate(istio_requests_total{{{into}}}[2m]))"),
+        Signal(name="latency", label="p90 latency", unit="s", weight=0.6, floor=0.005,
+               query="histogram_quantile(0.9, sum by (le) (rate(istio_request_duration_milliseconds_bucket"
+                     f"{{{into}}}[2m]))) / 1000"),
+        Signal(name="latency_in", label="p90 latency seen by its callers", unit="s", weight=0.8, floor=0.005,
+               query="histogram_quantile(0.9, sum by (le, source_workload) (rate(istio_request_duration_milliseconds"
+                     '_bucket{reporter="source", destination_workload="$service"}[2m]))) / 1000'),
+        Signal(name="latency_out", label="p90 latency of its calls", unit="s", weight=0.4, floor=0.005,
+               query="histogram_quantile(0.9, sum by (le, destination_workload) (rate(istio_request_duration_"
+                     'milliseconds_bucket{reporter="source", source_workload="$service"}[2m]))) / 1000'),
+        Signal(name="throughput", label="request rate", unit="req/s", direction="both", weight=0.2, floor=0.05,
+               query=f"sum(rate(istio_requests_total{{{into}}}[2m]))"),
+    )
+
+
+class GraphQuery(_Frozen):
+    """A series whose label pairs name call edges: `caller` calls `callee`."""
+
+    query: str = Field(min_length=1, max_length=2000)
+    caller: str = Field(min_length=1, max_length=100)
+    callee: str = Field(min_length=1, max_length=100)
+
+
+def _default_graph_queries() -> tuple[GraphQuery, ...]:
+    """OpenTelemetry/Tempo service graphs and Istio's request counters."""
+    return (
+        GraphQuery(query="sum by (client, server) (increase(traces_service_graph_request_total[$window]))",
+                   caller="client", callee="server"),
+        GraphQuery(query="sum by (source_workload, destination_workload) "
+                         "(increase(istio_requests_total{reporter=\"source\"}[$window]))",
+                   caller="source_workload", callee="destination_workload"),
+    )
+
+
 class EvidenceConfig(_Frozen):
-    """When to ask for metric evidence and how much it weighs in the ranking."""
+    """Where metric evidence comes from, which series to read, and how much it weighs in the ranking."""
 
     refresh: Duration = timedelta(seconds=60)  # ask again at most this often while services join
     weight: float = Field(default=1.0, ge=0.0, le=10.0)  # multiplies each service's log-likelihood ratio
+    prometheus_url: str | None = Field(default=None, max_length=2000)
+    signals: tuple[Signal, ...] = Field(default_factory=_default_signals, max_length=64)
+    # Deployment pods (<name>-<hash>-<5>), DaemonSet pods (<name>-<5>) and StatefulSet pods (<name>-<n>).
+    pod_pattern: str = Field(default="$service-([a-z0-9]{5,10}-)?[a-z0-9]{5}|$service-[0-9]+", max_length=500)
+    baseline: Duration = timedelta(minutes=30)  # how far back the baseline reaches before the lead
+    lead: Duration = timedelta(minutes=5)  # how long before the first symptom a cause may begin
+    after: Duration = timedelta(minutes=10)  # how far after the first symptom to look, at most (never past as_of)
+    step: Duration = timedelta(seconds=30)  # query resolution
+    min_baseline: int = Field(default=3, ge=2, le=1000)  # points a baseline needs
+    z_min: float = Field(default=3.0, ge=0.0, le=100.0)  # robust z below this is not evidence
+    relative_floor: float = Field(default=0.1, ge=0.0, le=10.0)  # a deviation under this share of the baseline is noise
+    quiet: float = Field(default=-0.3, ge=-10.0, le=0.0)  # log-likelihood ratio when every series stayed normal
+    explained: float = Field(default=0.25, ge=0.0, le=1.0)  # what is left of a symptom a callee explains
+    order_scale: Duration = timedelta(minutes=2)  # a change this much later than the first costs one nat
+    max_lag_penalty: float = Field(default=2.0, ge=0.0, le=20.0)
+    query_timeout: Duration = timedelta(seconds=5)
+    deadline: Duration = timedelta(seconds=20)  # for all the queries of one request
+    workers: int = Field(default=8, ge=1, le=64)
+    max_services: int = Field(default=24, ge=1, le=500)  # requested services plus their callees, at most
+    graph_queries: tuple[GraphQuery, ...] = Field(default_factory=_default_graph_queries, max_length=16)
+    graph_window: Duration = timedelta(hours=1)  # edges seen in this window are edges
+    graph_refresh: Duration = timedelta(minutes=10)
 
 
 class Route(_Frozen):

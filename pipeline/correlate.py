@@ -79,12 +79,16 @@ class ScopeState(BaseModel):
 
 
 def _order(record: AlertRecord) -> tuple:
-    """Release order: event time first, then content, so ties do not depend on arrival."""
+    """Release order: event time first, then content, so ties do not depend on arrival.
+
+    At one event time, what ended goes before what began: an alert that fires as
+    another resolves does not find the other still firing.
+    """
     alert = record.alert
     return (
         record.received_at,
+        alert.status != "resolved",
         alert.fingerprint,
-        alert.status == "resolved",
         alert.starts_at,
         record.external_url,
         record.receiver,

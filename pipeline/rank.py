@@ -59,7 +59,7 @@ def rank(incident: Incident, graph: ServiceGraph, config: RankConfig,
     named = [s for k, s in incident.services.items() if k != NO_SERVICE]
     if not named:
         return Ranking(candidates=[], confidence=0.0)
-    model = _Model(named, graph, config, age_step(incident))
+    model = _Model(named, graph, config, age_step(incident), _suffering(evidence))
     scored = [model.alerted(i) for i in range(len(named))]
     meeting = [n for n in incident.roots if n not in model.alerting and _converges(n, model.alerting, graph)]
     scored += [model.silent(node, "where the alerting paths meet") for node in meeting]
@@ -97,6 +97,13 @@ def age_step(incident: Incident) -> int:
     return max(step for step in AGE_STEPS if step <= max(age, 0.0))
 
 
+def _suffering(evidence: IncidentEvidence | None) -> set[str]:
+    """Services whose metrics left their baseline: not alerting, but not quiet either."""
+    if evidence is None:
+        return set()
+    return {item.service for item in evidence.items if (item.llr or 0) > 0}
+
+
 def _weigh(entry: tuple, evidence: IncidentEvidence, weight: float) -> tuple:
     """Fold a service's metric evidence into its log-likelihood, with the facts as reasons."""
     log, service, alert, reasons = entry
@@ -128,12 +135,14 @@ def _converges(node: str, alerting: set[str], graph: ServiceGraph) -> bool:
 class _Model:
     """The log-likelihood of an incident's alerts under each candidate root, with reasons."""
 
-    def __init__(self, named: list[ServiceSummary], graph: ServiceGraph, config: RankConfig, age: float):
+    def __init__(self, named: list[ServiceSummary], graph: ServiceGraph, config: RankConfig, age: float,
+                 suffering: set[str] = frozenset()):
         self.named, self.graph, self.c = named, graph, config
         # A root that has not alerted yet may still: likely early in an incident, less so later.
         self.log_quiet = math.log((1 - config.p_self_alert)
                                   + config.p_self_alert * math.exp(-age / config.root_lag.total_seconds()))
         self.alerting = {s.node for s in named if s.node is not None}
+        self.suffering = suffering  # no alert, but their metrics say they suffer
         self.cause = _cause_pattern(config.cause_alerts)
         self.onsets = [s.first_onset.timestamp() for s in named]
         self.reaches = [graph.reach[s.node] if s.node is not None else {} for s in named]
@@ -216,14 +225,14 @@ class _Model:
                 f"fired {int(lag)}s after {name}")
 
     def _quiet_callers(self, node: str, explained: list[int]) -> tuple[float, str]:
-        """Upstream services that stay quiet count against a root, the nearer the more.
+        """Upstream services that stay quiet (no alert, no abnormal metric) count against a root, the nearer the more.
 
         Damning when the symptoms would have to pass through them; mild otherwise,
         since callers often cope (caches, retries, fallbacks).
         """
         c, log, quiet, between = self.c, 0.0, [], 0
         for caller, hops in self.graph.upstream(node).items():
-            if caller in self.alerting:
+            if caller in self.alerting or caller in self.suffering:
                 continue
             on_path = any(caller in self.reaches[j] for j in explained)
             suffers = (c.p_path_suffers if on_path else c.p_caller_suffers) * c.p_spread ** (hops - 1)
