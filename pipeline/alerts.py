@@ -7,7 +7,7 @@ anything else with an error that names the field.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+_ZERO = timedelta(0)
 FNV_OFFSET = 14695981039346656037
 FNV_PRIME = 1099511628211
 MASK64 = (1 << 64) - 1
@@ -43,7 +44,8 @@ class InputError(ValueError):
 
 
 def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+    """In UTC; a time already at offset zero is kept as parsed (cheaper than converting it)."""
+    return value if value.utcoffset() == _ZERO else value.astimezone(timezone.utc)
 
 
 def _utc_or_unset(value: datetime | None) -> datetime | None:

@@ -288,7 +288,9 @@ class Correlator:
             summary = ServiceSummary(service=service, node=node, first_onset=onset, joined=reason)
             if node is not None:
                 add_cover(incident, node, self.graph)
-        incident.services[service] = summarise(summary, record, onset, self.config)
+        updated = incident.services[service] = summarise(summary, record, onset, self.config)
+        if summary.alerts == 0 or updated.ranked() != summary.ranked():
+            incident.rank_revision += 1
         if decision.reason is Reason.FLAPPING and alert.fingerprint not in incident.flapping:
             incident.flapping.append(alert.fingerprint)
         incident.list_fingerprint(alert.fingerprint)

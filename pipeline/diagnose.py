@@ -110,7 +110,9 @@ class Diagnoser:
         self.catalog = catalog
         self.history = history
         self.page_severities = {s.lower() for s in config.page.severities}
-        self._pictures: dict[tuple[str, int], _Picture] = {}  # a cache: pictures depend on the revision only
+        # Caches: a picture depends on the revision, a ranking only on what it reads.
+        self._pictures: dict[tuple, _Picture] = {}
+        self._rankings: dict[tuple, Ranking] = {}
 
     def step(self, state: DiagnosisState | None, event: Incident | RemediationEvent | IncidentEvidence | Feedback
              ) -> tuple[DiagnosisState | None, list[Diagnosis | HistoryUpdate]]:
@@ -223,8 +225,18 @@ class Diagnoser:
             picture = self._pictures[key] = self._draw(incident, evidence)
         return picture
 
+    def _rank(self, incident: Incident, evidence: IncidentEvidence | None) -> Ranking:
+        key = (incident.id, incident.rank_revision, age_step(incident), _evidence_key(evidence))
+        ranking = self._rankings.get(key)
+        if ranking is None:
+            if len(self._rankings) >= PICTURE_CACHE:
+                self._rankings.clear()
+            ranking = self._rankings[key] = rank(incident, self.graph, self.config.rank, evidence,
+                                                 self.config.evidence.weight, self.history)
+        return ranking
+
     def _draw(self, incident: Incident, evidence: IncidentEvidence | None) -> "_Picture":
-        ranking = rank(incident, self.graph, self.config.rank, evidence, self.config.evidence.weight, self.history)
+        ranking = self._rank(incident, evidence)
         root = ranking.root
         runbook = self._runbook(incident, ranking)
         summary = incident.services.get(root.service) if root else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import MutableMapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -118,7 +119,13 @@ def lookup(history: MutableMapping | None, key: str) -> PastIncident | None:
     if history is None:
         return None
     raw = history.get(key)
-    return PastIncident.model_validate_json(_text(raw)) if raw is not None else None
+    return _parse(_text(raw)) if raw is not None else None
+
+
+@lru_cache(maxsize=4096)
+def _parse(raw: str) -> PastIncident:
+    """Parsed once per stored text: rankings look history up for every candidate."""
+    return PastIncident.model_validate_json(raw)
 
 
 def apply(history: MutableMapping, updates: list[HistoryUpdate]) -> None:

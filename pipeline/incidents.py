@@ -46,6 +46,10 @@ class ServiceSummary(BaseModel):
     layer: str = ""
     joined: str = ""  # why the service's first alert joined the incident
 
+    def ranked(self) -> tuple:
+        """What the ranking reads of this service: when it is unchanged, so is the ranking."""
+        return self.first_onset, self.first_alert, self.severity_score, self.candidate_label, self.layer
+
 
 class Incident(BaseModel):
     """One incident of one scope: its alerts summed up by service, and its life in event time."""
@@ -59,7 +63,8 @@ class Incident(BaseModel):
     updated_at: Time
     hold_until: Time
     due: bool = False  # the hold is over: a diagnosis may go out
-    revision: int = 0  # bumps when a change could change the ranking: a new alert joined
+    revision: int = 0  # bumps when an alert joins
+    rank_revision: int = 0  # bumps when what the ranking reads changes (a new service, an earlier onset, ...)
     last_new_alert: Time
     resolved_at: OptionalTime = None
     services: dict[str, ServiceSummary] = Field(default_factory=dict)

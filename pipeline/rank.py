@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict
+from dataclasses import dataclass
 
 from pipeline.config import RankConfig
 from pipeline.evidence import IncidentEvidence
@@ -28,10 +28,9 @@ from pipeline.incidents import NO_SERVICE, Incident, ServiceSummary
 ONSET_TOLERANCE_S = 5.0
 
 
-class Candidate(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Candidate:
     """One ranked root-cause candidate: its posterior probability and the reasons for it."""
-
-    model_config = ConfigDict(frozen=True)
 
     service: str
     score: float
@@ -40,9 +39,8 @@ class Candidate(BaseModel):
     inferred: bool = False
 
 
-class Ranking(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True)
+class Ranking:
     candidates: list[Candidate]
     confidence: float
 
@@ -63,8 +61,10 @@ def rank(incident: Incident, graph: ServiceGraph, config: RankConfig,
     scored = [model.alerted(i) for i in range(len(named))]
     meeting = [n for n in incident.roots if n not in model.alerting and _converges(n, model.alerting, graph)]
     scored += [model.silent(node, "where the alerting paths meet") for node in meeting]
-    # A quiet dependency right below an alerting service may be a root whose alert has not come yet.
-    below = sorted({d for n in model.alerting for d in graph.callees(n)} - model.alerting - set(meeting))
+    # A quiet dependency right below one of the likeliest alerting roots may be a root whose alert
+    # has not come yet.
+    likeliest = [named[i].node for i in sorted(range(len(named)), key=lambda i: -scored[i][0])[:BELOW_OF]]
+    below = sorted({d for n in likeliest if n for d in graph.callees(n)} - model.alerting - set(meeting))
     scored += [model.silent(node, "right below an alerting service") for node in below]
     if evidence is not None:
         taken = {s.service for s in named} | set(meeting) | set(below)
@@ -75,18 +75,15 @@ def rank(incident: Incident, graph: ServiceGraph, config: RankConfig,
     if history:
         scored = [_remember(entry, history, config.history_weight) for entry in scored]
     top = max(log for log, *_ in scored)
-    weights = [math.exp(log - top) for log, *_ in scored]
-    total = sum(weights)
-    candidates = sorted(
-        (Candidate(service=service, score=round(w / total, 4), alert=alert, inferred=alert is None,
-                   reasons=reasons)
-         for (_, service, alert, reasons), w in zip(scored, weights)),
-        key=lambda c: (-c.score, c.service),
-    )
-    return Ranking(candidates=candidates[: config.max_candidates],
-                   confidence=_calibrated(candidates[0].score, config))
+    total = sum(math.exp(log - top) for log, *_ in scored)
+    kept = sorted(((round(math.exp(log - top) / total, 4), service, alert, reasons)
+                   for log, service, alert, reasons in scored), key=lambda e: (-e[0], e[1]))[: config.max_candidates]
+    candidates = [Candidate(service=service, score=score, alert=alert, inferred=alert is None, reasons=reasons)
+                  for score, service, alert, reasons in kept]
+    return Ranking(candidates=candidates, confidence=_calibrated(candidates[0].score, config))
 
 
+BELOW_OF = 3  # quiet dependencies are considered below this many likeliest alerting services
 AGE_STEPS = (0, 30, 60, 120, 240, 480, 960)  # seconds; the ranking is redone as an incident ages past each
 
 
