@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 EDGES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0001)
 
@@ -48,6 +47,8 @@ def fit_platt(outcomes: list[Outcome]) -> tuple[float, float]:
     def loss(params: np.ndarray) -> float:
         z = params[0] + params[1] * x
         return float(np.sum(np.logaddexp(0.0, z) - y * z) + 1e-3 * params @ params)
+
+    from scipy.optimize import minimize  # only here: it costs most of a second to import
 
     best = minimize(loss, np.array([0.0, 1.0]), method="L-BFGS-B", bounds=[(-10, 10), (0.05, 5)])
     return round(float(best.x[0]), 3), round(float(best.x[1]), 3)
