@@ -70,7 +70,30 @@ def table(app: faust.App, topic: Topic) -> faust.Table:
     """A table whose changelog is the catalog's topic (names, partitions and configs from there)."""
     changelog = app.topic(topic.name, key_serializer="raw", value_serializer="raw", partitions=topic.partitions,
                           compacting=True, config=topic.topic_configs())
-    return app.Table(topic.short, partitions=topic.partitions, changelog_topic=changelog)
+    return app.Table(topic.short, partitions=topic.partitions, changelog_topic=changelog, key_type=bytes,
+                     value_type=bytes)  # bytes in and out: the agents encode their own states
+
+
+def seek_uncommitted_to_start(app: faust.App, topics: set[str]) -> None:
+    """After a rebalance, read partitions of `topics` that have no committed offset from their start.
+
+    Faust resumes fetching before it seeks to the committed offsets, drops what
+    it fetched in between, and then relies on that seek; aiokafka does not seek
+    a partition whose committed offset is missing or 0, so those records would
+    never be read. Seeking such partitions to the start reads them again; the
+    agents skip what their states already hold.
+    """
+    consumer = app.consumer
+    seek_to_committed = consumer.seek_to_committed
+
+    async def seek_then_rewind() -> dict:
+        committed = await seek_to_committed()
+        for tp, offset in committed.items():
+            if tp.topic in topics and not offset:
+                await consumer.seek(tp, 0)
+        return committed
+
+    consumer.seek_to_committed = seek_then_rewind
 
 
 @contextmanager

@@ -19,10 +19,10 @@ from agents.keeper import Entry, Keeper
 from pipeline.alerts import AlertRecord, InputError
 from pipeline.correlate import Correlator, DeadLetter
 from pipeline.incidents import Incident
-from topics.catalog import ALERTS_RAW, SavedScope, ScopeIndex, Tick
+from topics.catalog import ALERTS_RAW, SEQ_HEADER, SavedScope, ScopeIndex, Tick
 
 log = logging.getLogger("stormdrain.correlate")
-Output = tuple[str, bytes, Any]  # (role of the topic: "incidents" or "dead_letters", key, value)
+Output = tuple[str, bytes, Any, dict]  # (role of the topic: "incidents" or "dead_letters", key, value, headers)
 
 
 class Correlate:
@@ -56,7 +56,7 @@ class Correlate:
         for event in events:
             item = _decode(event.value)
             if isinstance(item, DeadLetter):
-                outputs.append(("dead_letters", b"alerts.raw", item))
+                outputs.append(("dead_letters", b"alerts.raw", item, {}))
             elif isinstance(item, Tick):
                 self._step_runs(runs, outputs)
                 self._tick(event, item, outputs)
@@ -97,9 +97,10 @@ class Correlate:
         entry.dirty = entry.dirty or bool(records or results) or len(saved.state.pending) != before
         for result in results:
             if isinstance(result, Incident):
-                outputs.append(("incidents", result.id.encode(), result))
+                saved.sent += 1  # a restart that does this work again numbers the snapshots the same
+                outputs.append(("incidents", result.id.encode(), result, {SEQ_HEADER: str(saved.sent).encode()}))
             else:
-                outputs.append(("dead_letters", entry.key.encode(), result))
+                outputs.append(("dead_letters", entry.key.encode(), result, {}))
 
     def _scope(self, scope: str, event: faust.EventT) -> Entry:
         entry = self.scopes.get(scope, event)

@@ -18,7 +18,7 @@ from pipeline.alerts import InputError
 from pipeline.correlate import DeadLetter
 from pipeline.diagnose import Diagnoser
 from pipeline.incidents import Incident
-from topics.catalog import SavedDiagnosis, Topic
+from topics.catalog import SEQ_HEADER, SavedDiagnosis, Topic
 
 log = logging.getLogger("stormdrain.diagnose")
 
@@ -31,25 +31,35 @@ class Diagnose:
         self.states = states
         self.sources = sources  # topic name -> catalog topic
 
-    def take(self, events: Iterable[faust.EventT]) -> list[tuple[str, bytes, Any]]:
+    def take(self, events: Iterable[faust.EventT]) -> list[tuple[str, bytes, Any, dict]]:
         """Process a batch; return the outputs to send, in order."""
-        outputs: list[tuple[str, bytes, Any]] = []
+        outputs: list[tuple[str, bytes, Any, dict]] = []
         for event in events:
             item = self._decode(event)
             if isinstance(item, DeadLetter):
-                outputs.append(("dead_letters", event.message.topic.encode(), item))
+                outputs.append(("dead_letters", event.message.topic.encode(), item, {}))
                 continue
             key = item.id if isinstance(item, Incident) else item.incident_id
             entry = self.states.get(key, event) or self.states.add(key, event, SavedDiagnosis())
-            topic, offset = event.message.topic, event.message.offset
-            if offset <= entry.value.offsets.get(topic, -1):
+            if self._seen(entry.value, event, item):
                 continue
             for result in self._step(entry, item):
                 role = "dead_letters" if isinstance(result, DeadLetter) else "diagnoses"
-                outputs.append((role, key.encode(), result))
-            entry.value.offsets[topic] = offset
+                outputs.append((role, key.encode(), result, {}))
             entry.dirty = True
         return outputs
+
+    def _seen(self, saved: SavedDiagnosis, event: faust.EventT, item) -> bool:
+        """Whether the state has taken this record (read again) or this snapshot (sent again); note it if not."""
+        topic, offset = event.message.topic, event.message.offset
+        if offset <= saved.offsets.get(topic, -1):
+            return True
+        saved.offsets[topic] = offset
+        seq = _seq(event.message.headers) if isinstance(item, Incident) else None
+        if seq is not None and seq <= saved.seq:
+            return True
+        saved.seq = seq if seq is not None else saved.seq
+        return False
 
     def _step(self, entry: Entry, item: Incident | RemediationEvent) -> list:
         saved: SavedDiagnosis = entry.value
@@ -71,6 +81,13 @@ class Diagnose:
         except InputError as exc:
             raw = event.value or b""
             return DeadLetter(reason="malformed", detail=str(exc), record=raw[:4096].decode("utf-8", "replace"))
+
+
+def _seq(headers) -> int | None:
+    for name, value in (headers.items() if isinstance(headers, dict) else headers or ()):
+        if name == SEQ_HEADER:
+            return int(value)
+    return None
 
 
 def encode_diagnosis(entry: Entry) -> bytes:

@@ -75,15 +75,23 @@ class Keeper:
 
 
 class Held:
-    """Events taken but not yet acknowledged, by partition, in the order they came."""
+    """Events taken but not yet acknowledged, by partition, in the order they came.
+
+    Faust acknowledges a batch's events when the next batch is taken; `keep`
+    adds a reference to each so that the acknowledgement waits for a save.
+    """
 
     def __init__(self) -> None:
         self.events: dict[int, list[faust.EventT]] = defaultdict(list)
         self.last_save = time.monotonic()
 
     def hold(self, event: faust.EventT) -> None:
-        event.message.incref()  # faust acks a batch when the next one is taken; this ack waits for a save
         self.events[event.message.partition].append(event)
+
+    @staticmethod
+    def keep(events: Iterable[faust.EventT]) -> None:
+        for event in events:
+            event.message.incref()
 
     def anchors(self) -> dict[int, faust.EventT]:
         return {p: events[-1] for p, events in self.events.items() if events}
@@ -108,3 +116,45 @@ class Held:
     def forget(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self.events.pop(partition, None)
+
+
+class InOrder:
+    """Lets a partition's events through in offset order with no gap, from the committed offset on.
+
+    The agents skip records by offset, so they must see each partition whole
+    and in order. Faust can hand over events out of that order around a
+    rebalance (fetched before its seek to the committed offsets, or past a
+    partition it never committed); an event ahead of the next expected offset
+    makes the consumer read again from there, and one behind it was taken before.
+    """
+
+    def __init__(self, app: faust.App):
+        self.app = app
+        self.next: dict = {}
+
+    def forget(self, tps: Iterable) -> None:
+        for tp in tps:
+            self.next.pop(tp, None)
+
+    async def admit(self, events: list[faust.EventT]) -> list[faust.EventT]:
+        admitted, rewound = [], set()
+        for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            if tp in rewound:
+                continue
+            expected = self.next.get(tp)
+            if expected is None:
+                expected = self.next[tp] = await self._start(tp)
+            if offset > expected:
+                await self.app.consumer.seek(tp, expected)
+                rewound.add(tp)
+            elif offset == expected:
+                admitted.append(event)
+                self.next[tp] = offset + 1
+        return admitted
+
+    async def _start(self, tp) -> int:
+        committed = self.app.consumer._committed_offset.get(tp)  # known since faust's seek after the rebalance
+        if committed is not None:
+            return committed
+        return (await self.app.consumer.earliest_offsets(tp)).get(tp, 0)

@@ -46,6 +46,7 @@ class SavedScope(BaseModel):
     partition: int
     offset: int = -1  # the last alerts.raw offset applied to this scope
     pending: list[int] = Field(default_factory=list)  # offsets of records still pending
+    sent: int = 0  # incident snapshots sent so far; each carries its number, so a repeat is known
     state: ScopeState
 
 
@@ -59,6 +60,7 @@ class SavedDiagnosis(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     offsets: dict[str, int] = Field(default_factory=dict)
+    seq: int = 0  # number of the last incident snapshot taken: a snapshot sent again is not news
     state: DiagnosisState | None = None
     closed: bool = False
 
@@ -164,6 +166,7 @@ ALERTS_RAW = Topic(
     description="One record per alert as the bridge received it, keyed by correlation scope; "
                 "the ticker's records move event time on per partition.",
 )
+SEQ_HEADER = "stormdrain-seq"  # on incident snapshots: their number within the scope
 INCIDENTS = Topic(
     "stormdrain.incidents", "incident_id", Incident, compact=True, max_message_bytes=16 * MIB,
     description="Incident snapshots from correlate, keyed by incident id; the latest per key is kept.",

@@ -89,7 +89,7 @@ class BridgeThread:
 
     def __init__(self, app: web.Application):
         self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, shutdown_timeout=2.0)
         self.port = free_port()
         started = threading.Event()
 
