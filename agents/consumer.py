@@ -60,6 +60,7 @@ class _StartAtEnd(ConsumerRebalanceListener):
                  if await self.consumer.committed(tp) is None}
         if fresh:
             await self.consumer.commit(fresh)
+        log.info("assigned %d partition(s) of diagnoses", len(assigned))
 
 
 class DiagnosisReader:
