@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer
 
 from agents.admin import create_topics
 from agents.options import Kafka
-from pipeline.alerts import ZERO_TIME, parse_time
+from pipeline.alerts import ZERO_TIME, fingerprint, parse_time
 from pipeline.bench import demo
 from topics.catalog import DIAGNOSES, INCIDENTS
 
@@ -56,10 +56,11 @@ def webhooks(scopes: int, total: int, per: int, new_share: float, seed: int = 7)
         group = groups[i % scopes]
         for _ in range(max(1, int(per * new_share)) if len(group) >= per else per - len(group)):
             n = len(group)
+            labels = {"alertname": NAMES[n % len(NAMES)], "service": SERVICES[n % len(SERVICES)],
+                      "severity": rng.choice(["critical", "warning"]), "pod": f"p-{i % scopes}-{n}",
+                      "cluster": f"c{i % scopes}"}
             group.append({"status": "firing", "startsAt": now, "endsAt": ZERO_TIME, "annotations": {},
-                          "labels": {"alertname": NAMES[n % len(NAMES)], "service": SERVICES[n % len(SERVICES)],
-                                     "severity": rng.choice(["critical", "warning"]), "pod": f"p-{i % scopes}-{n}",
-                                     "cluster": f"c{i % scopes}"}})
+                          "labels": labels, "fingerprint": fingerprint(labels)})  # Alertmanager sends it
         alerts = group[-per:]
         bodies.append(json.dumps({"version": "4", "status": "firing", "receiver": "stormdrain", "groupKey": f"g{i % scopes}",
                                   "externalURL": "http://am-0:9093", "alerts": alerts}).encode())
@@ -131,13 +132,15 @@ async def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> dict:
     port = 18000 + random.randrange(1000)
     cli = [sys.executable, "-m", "pipeline.cli"]
     profiled = [sys.executable, "-m", "cProfile", "-o", str(tmp / "worker.prof"), "-m", "pipeline.cli"]
-    worker = subprocess.Popen([*(profiled if args.profile else cli), "worker", *common, "--graph", str(demo.GRAPH), "--config", str(config),
-                               "--datadir", str(tmp / "worker")],
-                              stdout=open(tmp / "worker.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    workers = [subprocess.Popen([*(profiled if args.profile and n == 0 else cli), "worker", *common, "--graph",
+                                 str(demo.GRAPH), "--config", str(config), "--datadir", str(tmp / f"worker{n}")],
+                                stdout=open(tmp / f"worker{n}.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+               for n in range(args.workers)]
     bridge = subprocess.Popen([*cli, "bridge", *common, "--port", str(port), "--host", "127.0.0.1", "--config",
                                str(config)], stdout=open(tmp / "bridge.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        await ready(f"http://127.0.0.1:{port}/readyz", tmp / "worker.log")
+        for n in range(args.workers):
+            await ready(f"http://127.0.0.1:{port}/readyz", tmp / f"worker{n}.log")
         total = int(args.rate * args.seconds / args.per_webhook)
         bodies = webhooks(args.scopes, total, args.per_webhook, new_share=0.1)
         found: dict = {"added": [], "ends": {}}
@@ -148,7 +151,7 @@ async def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> dict:
         await post_all(url, sentinels(args.scopes), 100, args.scopes)
         await asyncio.wait_for(watcher, timeout=120)
     finally:
-        for proc in (bridge, worker):
+        for proc in (bridge, *workers):
             proc.terminate()
             try:
                 proc.wait(30)
@@ -161,7 +164,7 @@ async def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> dict:
             "diagnosis_versions": len(found["added"]),
             "added_latency_ms": {"p50": round(pct(found["added"], 50) * 1000), "p99": round(pct(found["added"], 99) * 1000)},
             "ack_latency_ms": {"p50": round(pct(acks, 50) * 1000, 1), "p99": round(pct(acks, 99) * 1000, 1)},
-            "hold_s": args.hold, "out_of_order_s": args.out_of_order, "scopes": args.scopes,
+            "workers": args.workers, "hold_s": args.hold, "out_of_order_s": args.out_of_order, "scopes": args.scopes,
             "alerts_per_webhook": args.per_webhook}
 
 
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at most (default 16)")
     parser.add_argument("--hold", type=float, default=5, help="incident hold in seconds (default 5)")
     parser.add_argument("--out-of-order", type=float, default=2, help="out-of-order wait in seconds (default 2)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--profile", action="store_true", help="run the worker under cProfile (worker.prof in the logs)")
     args = parser.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="stormdrain-bench-")

@@ -48,7 +48,7 @@ class Correlate:
         offsets: set[int] = set()
         for entry in self.scopes.entries.values():
             if entry.partition == partition:
-                offsets.update(entry.extra["offset_of"].values())
+                offsets.update(_pending_offsets(entry))
         return offsets
 
     def _partition(self, events: list[faust.EventT], outputs: list[Output]) -> None:
@@ -91,9 +91,6 @@ class Correlate:
             log.exception("correlate failed on scope %s", entry.key)
             results = [DeadLetter(reason="operator_error", detail=f"{type(exc).__name__}: {exc}",
                                   record=r.model_dump(mode="json")) for r in records]
-        live = {id(r) for r in saved.state.pending}
-        offset_of = entry.extra["offset_of"]
-        entry.extra["offset_of"] = {k: v for k, v in offset_of.items() if k in live}
         entry.dirty = entry.dirty or bool(records or results) or len(saved.state.pending) != before
         for result in results:
             if isinstance(result, Incident):
@@ -133,10 +130,21 @@ def _decode(raw: Any) -> AlertRecord | Tick | DeadLetter:
         return DeadLetter(reason="malformed", detail=str(exc), record=text)
 
 
+def _pending_offsets(entry: Entry) -> list[int]:
+    """The offsets of the records a scope still holds; records it has let go are forgotten here.
+
+    Done when saving rather than after every step: it walks the whole pending buffer.
+    """
+    offset_of = entry.extra["offset_of"]
+    live = {id(r) for r in entry.value.state.pending}
+    entry.extra["offset_of"] = offset_of = {k: v for k, v in offset_of.items() if k in live}
+    return sorted(offset_of.values())
+
+
 def encode_scope(entry: Entry) -> bytes:
     """The saved form of a scope: its state without the pending records, and their offsets."""
     saved: SavedScope = entry.value
-    saved.pending = sorted(entry.extra["offset_of"].values())
+    saved.pending = _pending_offsets(entry)
     return saved.model_dump_json(exclude={"state": {"pending"}}).encode()
 
 
