@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
 from agents.options import add_kafka_options, kafka_of
@@ -174,5 +173,3 @@ def run_topics_render(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(0)
