@@ -1,0 +1,175 @@
+"""The Kafka commands of the `stormdrain` CLI, registered through the `stormdrain.commands` entry points.
+
+Each `register_*` takes the CLI's subparsers and adds one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from agents.options import add_kafka_options, kafka_of
+from pipeline.cli import add_pipeline_options, load_parts
+
+log = logging.getLogger("stormdrain")
+MIB = 1 << 20
+
+
+def register_bridge(sub) -> None:
+    parser = sub.add_parser("bridge", help="HTTP bridge: Alertmanager webhooks to alerts.raw")
+    add_kafka_options(parser)
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument("--config", help="configuration file (its identity section names the scope labels)")
+    parser.add_argument("--max-body", type=int, default=8 * MIB, help="largest webhook body in bytes (default 8 MiB)")
+    parser.add_argument("--publish-timeout", type=float, default=5.0,
+                        help="seconds to wait for Kafka's acknowledgement before answering 503 (default 5)")
+    parser.add_argument("--retry-after", type=int, default=5, help="Retry-After seconds on a 503 (default 5)")
+    parser.epilog = ("Credentials, when set, are required: STORMDRAIN_BRIDGE_TOKEN (bearer) and/or "
+                     "STORMDRAIN_BRIDGE_BASIC_AUTH (user:password), or the same names with _FILE pointing to a file.")
+    parser.set_defaults(run=run_bridge)
+
+
+def run_bridge(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from agents.bridge import BridgeSettings, build_app
+    from agents.producer import Publisher
+    from pipeline.config import load_config
+    from pipeline.identity import Identity
+    from topics.catalog import ALERTS_RAW
+
+    kafka = kafka_of(args)
+    basic = _secret("STORMDRAIN_BRIDGE_BASIC_AUTH")
+    settings = BridgeSettings(max_body=args.max_body, retry_after=args.retry_after,
+                              bearer_token=_secret("STORMDRAIN_BRIDGE_TOKEN"),
+                              basic_auth=tuple(basic.split(":", 1)) if basic else None)
+    publisher = Publisher(kafka.bootstrap, kafka.topic(ALERTS_RAW).name, args.publish_timeout, linger_ms=2,
+                          max_batch_size=256 * 1024)
+    app = build_app(publisher, Identity(load_config(args.config).identity), settings)
+    web.run_app(app, host=args.host, port=args.port, print=lambda text: log.warning(text.strip()),
+                access_log=None)
+    return 0
+
+
+def _secret(name: str) -> str | None:
+    """A credential from the environment, or from the file an environment variable names."""
+    if os.environ.get(name):
+        return os.environ[name]
+    path = os.environ.get(f"{name}_FILE")
+    return Path(path).read_text().strip() if path else None
+
+
+def register_worker(sub) -> None:
+    parser = sub.add_parser("worker", help="faust worker: the correlate and diagnose agents and the ticker")
+    add_kafka_options(parser)
+    add_pipeline_options(parser)
+    parser.add_argument("--datadir", default=os.environ.get("STORMDRAIN_DATADIR", ".stormdrain/worker"),
+                        help="where the RocksDB state lives (env STORMDRAIN_DATADIR)")
+    parser.add_argument("--save-every", type=float, default=1.0, help="seconds between state saves (default 1)")
+    parser.add_argument("--tick-every", type=float, default=0.2,
+                        help="seconds between ticks that move event time on; 0 turns the ticker off (default 0.2)")
+    parser.add_argument("--session-timeout", type=float, default=10.0,
+                        help="seconds before a silent worker's partitions move to another (default 10)")
+    parser.add_argument("--replication", type=int, default=1, help="replication of topics faust creates itself")
+    parser.add_argument("--loglevel", default="info", help="faust log level (default info)")
+    parser.set_defaults(run=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from agents.app import WorkerSettings
+    from agents.worker import build_worker
+
+    config, graph, catalog = load_parts(args)
+    settings = WorkerSettings(datadir=Path(args.datadir), save_every=args.save_every, tick_every=args.tick_every,
+                              session_timeout=args.session_timeout, replication=args.replication)
+    app = build_worker(kafka_of(args), settings, config, graph, catalog)
+    faust.Worker(app, loglevel=args.loglevel).execute_from_commandline()
+    return 0
+
+
+def register_notifier(sub) -> None:
+    parser = sub.add_parser("notifier", help="print each new diagnosis version as a page, or post it to a URL")
+    add_kafka_options(parser)
+    parser.add_argument("--runbooks", help="runbook catalog (default: the bundled playbooks/runbooks.yaml)")
+    parser.add_argument("--webhook-url", help="post each page as JSON here instead of printing it")
+    parser.set_defaults(run=run_notifier)
+
+
+def run_notifier(args: argparse.Namespace) -> int:
+    from agents.notifier import Notifier
+    from pipeline.runbooks import load_catalog
+
+    notifier = Notifier(load_catalog(args.runbooks), url=args.webhook_url)
+    return _read_diagnoses(args, "notifier", notifier.handle)
+
+
+def register_executor(sub) -> None:
+    parser = sub.add_parser("executor", help="log the runbook each new diagnosis version would run")
+    add_kafka_options(parser)
+    parser.add_argument("--runbooks", help="runbook catalog (default: the bundled playbooks/runbooks.yaml)")
+    parser.set_defaults(run=run_executor)
+
+
+def run_executor(args: argparse.Namespace) -> int:
+    from agents.executor import Executor
+    from pipeline.runbooks import load_catalog
+
+    return _read_diagnoses(args, "executor", Executor(load_catalog(args.runbooks)).handle)
+
+
+def _read_diagnoses(args: argparse.Namespace, role: str, handler) -> int:
+    from agents.consumer import DiagnosisReader
+
+    logging.getLogger("stormdrain").setLevel(logging.INFO)
+    reader = DiagnosisReader(kafka_of(args), role, handler)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await reader.run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def register_topics(sub) -> None:
+    parser = sub.add_parser("topics", help="create the catalog's topics, or render Strimzi manifests")
+    topics_sub = parser.add_subparsers(title="actions", metavar="ACTION")
+    create = topics_sub.add_parser("create", help="create missing topics and table changelogs with the admin client")
+    add_kafka_options(create)
+    create.add_argument("--replicas", type=int, help="replication factor (default: the catalog's, capped by brokers)")
+    create.set_defaults(run=run_topics_create)
+    render = topics_sub.add_parser("render", help="write Strimzi KafkaTopic manifests and JSON Schemas")
+    render.add_argument("--out", default="deploy/kafka", help="folder to write into (default deploy/kafka)")
+    render.add_argument("--cluster", default="stormdrain", help="the strimzi.io/cluster label (default stormdrain)")
+    render.add_argument("--namespace", default="stormdrain", help="topic name prefix (default stormdrain)")
+    render.add_argument("--replicas", type=int, help="replication factor (default: the catalog's)")
+    render.set_defaults(run=run_topics_render)
+
+
+def run_topics_create(args: argparse.Namespace) -> int:
+    from agents.admin import create_topics
+
+    outcome = asyncio.run(create_topics(kafka_of(args), args.replicas))
+    for name, what in sorted(outcome.items()):
+        print(f"{name}: {what}")
+    return 0
+
+
+def run_topics_render(args: argparse.Namespace) -> int:
+    from topics.strimzi import catalog_topics, write_rendered
+
+    topics = [t.in_namespace(args.namespace) for t in catalog_topics()]
+    for path in write_rendered(Path(args.out), topics, args.cluster, args.replicas):
+        print(path)
+    return 0
+
+

@@ -1,0 +1,32 @@
+"""The executor: says which runbook it would run for each new diagnosis version.
+
+`Executor.handle` is the seam: it takes one diagnosis. Running the playbook
+after an approval plugs in there.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from pipeline.diagnose import Diagnosis
+from pipeline.runbooks import Catalog
+
+
+class Executor:
+    """Logs, for one diagnosis version, the runbook it recommends and what running it would take."""
+
+    def __init__(self, catalog: Catalog, out: TextIO = sys.stdout):
+        self.catalog = catalog
+        self.out = out
+
+    def handle(self, diagnosis: Diagnosis) -> None:
+        head = f"executor {diagnosis.incident_id} v{diagnosis.version}"
+        runbook_id = diagnosis.recommended_runbook
+        if runbook_id is None:
+            print(f"{head}: no runbook matches; nothing to run", file=self.out, flush=True)
+            return
+        runbook = self.catalog.get(runbook_id)
+        title = f" ({runbook.title})" if runbook else ""
+        root = diagnosis.root_cause.service or "unknown"
+        print(f"{head}: would run {runbook_id}{title} against {root} once approved", file=self.out, flush=True)
