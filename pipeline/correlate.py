@@ -318,7 +318,8 @@ class Correlator:
         if incident.firing == 0:
             incident.status = "resolved"
             incident.resolved_at = at
-        changed[incident.id] = incident
+            changed[incident.id] = incident
+        # A partial recovery only counts: it shows in the next snapshot, not in one of its own.
 
     def _snapshots(self, changed: dict[str, Incident], at: datetime | None) -> list[Incident]:
         """Copies of the changed incidents as of `at`; the live ones go on changing."""
