@@ -190,6 +190,7 @@ class Correlator:
         if kind == "sweep":
             return self._sweep(state, at)
         incident = state.incidents[key]
+        at = max(at, incident.updated_at)  # a quiet period that ended before its resolve arrived closes now
         if kind == "hold":
             incident.due = True
         else:
@@ -231,7 +232,7 @@ class Correlator:
             self._open(state, record, alert_state, decision, changed)
         elif decision.reason is Reason.RESOLVED:
             self._resolve(state, alert_state.incident_id, alert_state.service, record.received_at, changed,
-                          notified=True)
+                          notified=True, ended=record.alert.ends_at)
         elif decision.reason is not Reason.REDELIVERED:
             self._note(state, alert_state, decision, changed)
 
@@ -304,8 +305,12 @@ class Correlator:
         incident.resolved_at = None
 
     def _resolve(self, state: ScopeState, incident_id: str | None, service: str | None, at: datetime,
-                 changed: dict, notified: bool) -> None:
-        """One firing alert of an incident stopped: resolved, expired, or superseded by a new episode."""
+                 changed: dict, notified: bool, ended: datetime | None = None) -> None:
+        """One firing alert of an incident stopped: resolved, expired, or superseded by a new episode.
+
+        The quiet period counts from when the alerts ended (their endsAt), not from when the
+        resolve arrived: Alertmanager sends resolves at its next group_interval, minutes later.
+        """
         incident = state.incidents.get(incident_id or "")
         if incident is None:
             return
@@ -315,9 +320,11 @@ class Correlator:
         incident.firing = max(0, incident.firing - 1)
         incident.notifications += int(notified)
         incident.updated_at = at
+        ended = min(ended or at, at)
+        incident.last_end = max(incident.last_end or ended, ended)
         if incident.firing == 0:
             incident.status = "resolved"
-            incident.resolved_at = at
+            incident.resolved_at = max(incident.last_end, incident.last_new_alert)
             changed[incident.id] = incident
         # A partial recovery only counts: it shows in the next snapshot, not in one of its own.
 

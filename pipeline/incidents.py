@@ -67,6 +67,7 @@ class Incident(BaseModel):
     rank_revision: int = 0  # bumps when what the ranking reads changes (a new service, an earlier onset, ...)
     last_new_alert: Time
     resolved_at: OptionalTime = None
+    last_end: OptionalTime = None  # the latest end of an alert of the incident
     services: dict[str, ServiceSummary] = Field(default_factory=dict)
     fingerprints: list[str] = Field(default_factory=list)
     firing: int = 0
