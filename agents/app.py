@@ -74,6 +74,36 @@ def table(app: faust.App, topic: Topic) -> faust.Table:
                      value_type=bytes)  # bytes in and out: the agents encode their own states
 
 
+def global_table(app: faust.App, topic: Topic) -> faust.GlobalTable:
+    """A table every worker holds whole, over a one-partition changelog from the catalog.
+
+    One partition, as faust advises for global tables shared by several workers
+    (and a small recovery buffer): writes go to partition 0 by the partitioner,
+    and each worker reads every write as it comes.
+    """
+    assert topic.partitions == 1, "a global table's changelog has one partition"
+    changelog = app.topic(topic.name, key_serializer="raw", value_serializer="raw", partitions=1,
+                          compacting=True, config=topic.topic_configs())
+    table = _CatalogGlobalTable(app, name=topic.short, partitions=1, changelog_topic=changelog, key_type=bytes,
+                                value_type=bytes, use_partitioner=True, recovery_buffer_size=1,
+                                standby_buffer_size=1, is_global=True, beacon=app.tables.beacon)
+    return app.tables.add(table)
+
+
+class _CatalogGlobalTable(faust.GlobalTable):
+    """A global table whose changelog is the catalog's topic.
+
+    Faust's assignor finds a global table's changelog by the name faust would
+    have given it (`<app id>-<table>-changelog`), not by the topic the table
+    was given, and fails the assignment; this table answers with its own.
+    """
+
+    def _changelog_topic_name(self) -> str:
+        if self._changelog_topic is not None:
+            return self._changelog_topic.get_topic_name()
+        return super()._changelog_topic_name()
+
+
 def seek_uncommitted_to_start(app: faust.App, topics: set[str]) -> None:
     """After a rebalance, read partitions of `topics` that have no committed offset from their start.
 

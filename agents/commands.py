@@ -13,7 +13,8 @@ import signal
 from pathlib import Path
 
 from agents.options import add_kafka_options, kafka_of
-from pipeline.cli import add_pipeline_options, load_parts
+from pipeline.alerts import InputError
+from pipeline.cli import add_pipeline_options, evidence_provider, load_parts
 
 log = logging.getLogger("stormdrain")
 MIB = 1 << 20
@@ -86,10 +87,13 @@ def run_worker(args: argparse.Namespace) -> int:
     from agents.app import WorkerSettings
     from agents.worker import build_worker
 
+    if args.incident_history:
+        raise InputError("--incident-history", "the worker keeps history in Kafka (the diagnose.history table); "
+                                               "this option is for replay and the demo")
     config, graph, catalog = load_parts(args)
     settings = WorkerSettings(datadir=Path(args.datadir), save_every=args.save_every, tick_every=args.tick_every,
                               session_timeout=args.session_timeout, replication=args.replication)
-    app = build_worker(kafka_of(args), settings, config, graph, catalog)
+    app = build_worker(kafka_of(args), settings, config, graph, catalog, evidence_provider(args, config, graph))
     faust.Worker(app, loglevel=args.loglevel).execute_from_commandline()
     return 0
 

@@ -48,6 +48,7 @@ class PastIncident(BaseModel):
     wrong: int = 0
     not_actionable: int = 0
     incidents: list[str] = Field(default_factory=list)
+    late_requests: list[str] = Field(default_factory=list)  # request ids of verdicts counted after a close
 
     def trusted(self) -> bool:
         """People confirmed this diagnosis before, more often than they corrected it."""
@@ -89,6 +90,9 @@ def closed(history: MutableMapping | None, incident_id: str, service: str, alert
     """The updates that record a closed incident under its signature."""
     key = signature_key(service, alert)
     past = lookup(history, key) or PastIncident(service=service, alert=alert)
+    index = HistoryUpdate(key=incident_key(incident_id), value=key)
+    if incident_id in past.incidents:
+        return [index]  # the close taken again (a restart redoes unsaved work): counted once
     record = past.model_copy(update={
         "seen": past.seen + 1, "last_closed_at": at, "affected": affected[:50],
         "last_runbook": runbook or past.last_runbook,
@@ -96,8 +100,7 @@ def closed(history: MutableMapping | None, incident_id: str, service: str, alert
         "not_actionable": past.not_actionable + verdicts.get("not_actionable", 0),
         "incidents": [*past.incidents, incident_id][-MAX_REMEMBERED:],
     })
-    return [HistoryUpdate(key=key, value=record.model_dump_json()),
-            HistoryUpdate(key=incident_key(incident_id), value=key)]
+    return [HistoryUpdate(key=key, value=record.model_dump_json()), index]
 
 
 def late_feedback(history: MutableMapping | None, feedback: Feedback) -> list[HistoryUpdate]:
@@ -106,12 +109,11 @@ def late_feedback(history: MutableMapping | None, feedback: Feedback) -> list[Hi
         return []
     key = _text(history[incident_key(feedback.incident_id)])
     past = lookup(history, key)
-    if past is None:
-        return []
     field = {"confirmed": "confirmed", "wrong_root": "wrong", "not_actionable": "not_actionable"}.get(feedback.verdict)
-    if field is None:
-        return []
-    record = past.model_copy(update={field: getattr(past, field) + 1})
+    if past is None or field is None or feedback.request_id in past.late_requests:
+        return []  # unknown, no verdict for history, or the same verdict delivered again
+    record = past.model_copy(update={field: getattr(past, field) + 1,
+                                     "late_requests": [*past.late_requests, feedback.request_id][-MAX_REMEMBERED:]})
     return [HistoryUpdate(key=key, value=record.model_dump_json())]
 
 

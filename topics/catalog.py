@@ -17,6 +17,8 @@ from pipeline.actions import Approval, Feedback, RemediationEvent
 from pipeline.alerts import AlertRecord, InputError, Time, validation_error
 from pipeline.correlate import DeadLetter, ScopeState
 from pipeline.diagnose import Diagnosis, DiagnosisState
+from pipeline.evidence import IncidentEvidence
+from pipeline.history import PastIncident
 from pipeline.incidents import Incident
 from pipeline.slack.lifecycle import MessageRef
 from pipeline.remediate import LedgerEntry
@@ -186,13 +188,20 @@ APPROVALS = Topic(
     description="Approvals of runbook runs, from Slack buttons, keyed by incident id.",
 )
 FEEDBACK = Topic(
-    "stormdrain.feedback", "incident_id", Feedback, partitions=3, retention_ms=365 * DAY_MS,
+    # As many partitions as incidents: diagnose reads it into the same table, partition by partition.
+    "stormdrain.feedback", "incident_id", Feedback, retention_ms=365 * DAY_MS,
     description="People's verdicts on diagnoses (not actionable, escalate, confirmed, wrong root).",
 )
 REMEDIATIONS = Topic(
     # As many partitions as incidents: diagnose reads both into one table, partition by partition.
     "stormdrain.remediations", "incident_id", RemediationEvent, retention_ms=365 * DAY_MS,
     description="Every step of every runbook run: the audit trail.",
+)
+EVIDENCE = Topic(
+    # Keyed and partitioned like incidents: diagnose reads it into the same table.
+    "stormdrain.evidence", "incident_id", IncidentEvidence, max_message_bytes=4 * MIB,
+    description="Metric evidence gathered from Prometheus after a diagnosis version went out, keyed by incident "
+                "id; diagnose folds it into a later version.",
 )
 SLACK_MESSAGES = Topic(
     "stormdrain.notifier.messages", "key", MessageRef, partitions=3, compact=True, retention_ms=30 * DAY_MS,
@@ -218,10 +227,17 @@ DIAGNOSIS_TABLE = Topic(
     "stormdrain.diagnose.state", "incident_id", SavedDiagnosis, compact=True, max_message_bytes=16 * MIB,
     description="Changelog of diagnose's per-incident version state (co-partitioned with incidents).",
 )
+HISTORY_TABLE = Topic(
+    # One partition: every worker reads the whole history (a global table) and looks up any signature.
+    "stormdrain.diagnose.history", "sig:<service>|<alert> or inc:<incident id>", PastIncident, partitions=1,
+    compact=True, retention_ms=365 * DAY_MS,
+    description="Changelog of the incident history: what each root-cause signature did the last times it closed "
+                "(sig: keys), and which signature each closed incident had (inc: keys, the signature key as text).",
+)
 
 TOPICS: tuple[Topic, ...] = (ALERTS_RAW, INCIDENTS, DIAGNOSES, DEAD_LETTERS, APPROVALS, FEEDBACK, REMEDIATIONS,
-                             SLACK_MESSAGES, EXECUTOR_LEDGER)
-TABLES: tuple[Topic, ...] = (SCOPE_TABLE, SCOPE_INDEX, DIAGNOSIS_TABLE)
+                             EVIDENCE, SLACK_MESSAGES, EXECUTOR_LEDGER)
+TABLES: tuple[Topic, ...] = (SCOPE_TABLE, SCOPE_INDEX, DIAGNOSIS_TABLE, HISTORY_TABLE)
 
 
 def by_name(name: str) -> Topic:

@@ -118,6 +118,20 @@ class BridgeThread:
         self.thread.join(10)
 
 
+def bridge_thread(kafka, timeout: float = 10.0) -> BridgeThread:
+    """The bridge's app on the namespace's alerts.raw, served from a thread and ready."""
+    from agents.bridge import build_app
+    from agents.producer import Publisher
+    from pipeline.config import Config
+    from pipeline.identity import Identity
+    from topics.catalog import ALERTS_RAW
+
+    publisher = Publisher(kafka.bootstrap, kafka.topic(ALERTS_RAW).name, timeout=timeout)
+    server = BridgeThread(build_app(publisher, Identity(Config().identity)))
+    server.wait_ready()
+    return server
+
+
 def wait_ready(url: str, timeout: float = 30.0) -> None:
     """Wait until a bridge answers /readyz with 200."""
     import urllib.error
