@@ -99,19 +99,27 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def register_notifier(sub) -> None:
-    parser = sub.add_parser("notifier", help="print each new diagnosis version as a page, or post it to a URL")
+    parser = sub.add_parser("notifier", help="diagnoses and clicks to Slack, PagerDuty, a webhook or the terminal")
     add_kafka_options(parser)
+    parser.add_argument("--config", help="configuration file; its notify section names the sinks (notify.sinks)")
     parser.add_argument("--runbooks", help="runbook catalog (default: the bundled playbooks/runbooks.yaml)")
-    parser.add_argument("--webhook-url", help="post each page as JSON here instead of printing it")
+    parser.add_argument("--webhook-url", help="also post each diagnosis version as JSON here (the webhook sink)")
+    parser.add_argument("--print", action="store_true", dest="print_pages",
+                        help="also print each page (printed anyway when no sink is configured)")
+    parser.add_argument("--group", help="consumer group (default NAMESPACE.notifier)")
+    parser.epilog = ("Secrets from the environment: SLACK_BOT_TOKEN (and SLACK_API_URL for another Slack API), "
+                     "PAGERDUTY_ROUTING_KEY.")
     parser.set_defaults(run=run_notifier)
 
 
 def run_notifier(args: argparse.Namespace) -> int:
-    from agents.notifier import Notifier
+    from agents.notifier import serve, with_webhook
+    from pipeline.config import load_config
     from pipeline.runbooks import load_catalog
 
-    notifier = Notifier(load_catalog(args.runbooks), url=args.webhook_url)
-    return _read_diagnoses(args, "notifier", notifier.handle)
+    logging.getLogger("stormdrain").setLevel(logging.INFO)
+    config = with_webhook(load_config(args.config), args.webhook_url)
+    return asyncio.run(serve(kafka_of(args), config, load_catalog(args.runbooks), args.group, args.print_pages))
 
 
 def register_executor(sub) -> None:

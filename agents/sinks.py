@@ -1,10 +1,12 @@
 """Where diagnoses go: every sink has `handle(diagnosis)` (and `handle_act` for clicks), chosen by configuration.
 
-Besides Slack (agents/slack.py): a plain webhook that receives each diagnosis
-version as JSON, and PagerDuty's Events API v2 (trigger, acknowledge, resolve,
-with the incident id as the dedup key). Both retry what may succeed later
-(HTTP 429 after its Retry-After, 5xx and connection errors, with backoff) and
-count and log what never will (other 4xx).
+Besides Slack (agents/slack.py): the page printed to standard output, a plain
+webhook that receives each diagnosis version as JSON, and PagerDuty's Events
+API v2 (trigger, acknowledge, resolve, with the incident id as the dedup key).
+The HTTP sinks retry what may succeed later (HTTP 429 after its Retry-After,
+5xx and connection errors, with backoff) and count and log what never will
+(other 4xx). A sink with `every_version` gets each new version in order; the
+others only the newest of a batch, which is all a living page needs.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 from collections import Counter
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Protocol, TextIO
 
 import aiohttp
 
 from pipeline.actions import Approval, Feedback
 from pipeline.diagnose import Diagnosis
+from pipeline.render import render_page
+from pipeline.runbooks import Catalog
 from pipeline.slack import blockkit as bk
 from pipeline.slack.page import dedup_ratio
 
@@ -29,11 +34,35 @@ Sleep = Callable[[float], Awaitable[object]]
 class Sink(Protocol):
     """A place diagnoses go. `handle` returns once the diagnosis is delivered (or skipped by a named policy)."""
 
+    every_version: bool  # each new version in order, or only the newest of a batch
+
     async def handle(self, diagnosis: Diagnosis) -> None: ...
 
     async def handle_act(self, act: Approval | Feedback) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class PrintSink:
+    """The five-line page of each diagnosis version, and a line for each click, on standard output."""
+
+    name = "print"
+    every_version = True
+
+    def __init__(self, catalog: Catalog | None = None, out: TextIO = sys.stdout):
+        self.catalog = catalog
+        self.out = out
+
+    async def handle(self, diagnosis: Diagnosis) -> None:
+        print(render_page(diagnosis, self.catalog) + "\n", file=self.out, flush=True)
+
+    async def handle_act(self, act: Approval | Feedback) -> None:
+        what = f"approved {act.runbook}" if isinstance(act, Approval) else act.verdict.replace("_", " ")
+        print(f"{act.kind} on {act.incident_id} (version {act.version} seen): {what} by {act.user_id}",
+              file=self.out, flush=True)
+
+    async def close(self) -> None:
+        return None
 
 
 class Retry(Exception):
@@ -71,6 +100,7 @@ class HttpSink:
     """POSTs JSON events with retries; subclasses say which events a diagnosis makes."""
 
     name = "http"
+    every_version = False
 
     def __init__(self, url: str, session: aiohttp.ClientSession | None = None, backoff: Backoff | None = None,
                  timeout: float = 10.0):
@@ -124,6 +154,7 @@ class WebhookSink(HttpSink):
     """Each diagnosis version, as the diagnoses contract has it, POSTed to a URL."""
 
     name = "webhook"
+    every_version = True
 
     async def handle(self, diagnosis: Diagnosis) -> None:
         await self.send(diagnosis.model_dump(mode="json"), f"{diagnosis.incident_id} v{diagnosis.version}")

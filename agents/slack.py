@@ -194,6 +194,7 @@ class SlackSink:
     """Diagnoses and clicks into living Slack messages: decide (pure), call Slack, save the reference."""
 
     name = "slack"
+    every_version = False  # a living message shows the newest version; the ones between are not worth a call
 
     def __init__(self, calls: SlackCalls, refs: RefStore, config: NotifyConfig = NotifyConfig(),
                  catalog: Catalog | None = None, clock: Callable[[], datetime] = utcnow):

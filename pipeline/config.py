@@ -303,7 +303,7 @@ class SlackConfig(_Frozen):
 class NotifyConfig(_Frozen):
     """The notifier: its sinks, Slack routing, and the links a page carries back to the alerts."""
 
-    sinks: tuple[Literal["slack", "pagerduty", "webhook"], ...] = ("slack",)
+    sinks: tuple[Literal["slack", "pagerduty", "webhook"], ...] = ()  # none: the notifier prints each page
     slack: SlackConfig = SlackConfig()
     alertmanager_url: str = ""  # overrides each diagnosis's Alertmanager external URL
     prometheus_url: str = ""

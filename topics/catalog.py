@@ -69,6 +69,15 @@ class SavedDiagnosis(BaseModel):
     closed: bool = False
 
 
+class NotifiedVersion(BaseModel):
+    """The notifier's note of the latest diagnosis version its sinks have handled for an incident."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    incident_id: str = Field(min_length=1, max_length=64)
+    version: int = Field(ge=1)
+
+
 class ScopeIndex(BaseModel):
     """The scopes correlate keeps on one partition, so a tick reaches the quiet ones too."""
 
@@ -209,6 +218,12 @@ SLACK_MESSAGES = Topic(
     description="Where each Slack message is (channel, ts) and what it shows, keyed by incident id or digest key; "
                 "the Slack notifier reloads it at start so a redelivered diagnosis updates, never posts twice.",
 )
+NOTIFIER_VERSIONS = Topic(
+    "stormdrain.notifier.versions", "incident_id", NotifiedVersion, partitions=3, compact=True,
+    retention_ms=30 * DAY_MS, configs={"cleanup.policy": "compact,delete"},
+    description="The latest diagnosis version the notifier has handled per incident, reloaded at start and on "
+                "every rebalance, so a version delivered again is handled once.",
+)
 EXECUTOR_LEDGER = Topic(
     "stormdrain.executor.ledger", "incident_id/runbook", LedgerEntry, partitions=1, compact=True,
     retention_ms=365 * DAY_MS,
@@ -236,7 +251,7 @@ HISTORY_TABLE = Topic(
 )
 
 TOPICS: tuple[Topic, ...] = (ALERTS_RAW, INCIDENTS, DIAGNOSES, DEAD_LETTERS, APPROVALS, FEEDBACK, REMEDIATIONS,
-                             EVIDENCE, SLACK_MESSAGES, EXECUTOR_LEDGER)
+                             EVIDENCE, SLACK_MESSAGES, NOTIFIER_VERSIONS, EXECUTOR_LEDGER)
 TABLES: tuple[Topic, ...] = (SCOPE_TABLE, SCOPE_INDEX, DIAGNOSIS_TABLE, HISTORY_TABLE)
 
 

@@ -1,5 +1,5 @@
-"""The Slack notifier on a real Kafka broker with the local Slack Web API: one post per incident, through
-a restart and redelivery; clicks from /slack/actions land on approvals once and show on the page."""
+"""The notifier's Slack sink on a real Kafka broker with the local Slack Web API: one post per incident,
+through a restart and redelivery; clicks from /slack/actions land on approvals once and show on the page."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from agents.sinks import Backoff
 from agents.slack import SlackCalls, SlackSink, client
 from agents.slack_actions import add_slack_actions, kafka_publisher
-from agents.slack_notifier import KafkaRefs, run
+from agents.notifier import HandledVersions, KafkaRefs, Notifier
 from pipeline.config import NotifyConfig
 from pipeline.runbooks import load_catalog
 from tests.agents.test_slack_actions import SECRET, click, signed
 from tests.local_parts import TOKEN, load_local, slack_api  # noqa: F401 (fixture)
 from tests.pages import thirty_alert_storm
 from tests.timeline import require_ci_part
-from topics.catalog import APPROVALS, DIAGNOSES, FEEDBACK, SLACK_MESSAGES
+from topics.catalog import APPROVALS, DIAGNOSES, FEEDBACK, NOTIFIER_VERSIONS, SLACK_MESSAGES
 
 pytestmark = pytest.mark.integration
 STORM = thirty_alert_storm()
@@ -53,32 +53,33 @@ class Topics:
     approvals: object
     feedback: object
     messages: object
+    versions: object
 
     def consumed(self):
         return (self.diagnoses, self.approvals, self.feedback)
 
     def all(self):
-        return (*self.consumed(), self.messages)
+        return (*self.consumed(), self.messages, self.versions)
 
 
 async def fresh_topics(bootstrap: str) -> Topics:
     """This test's own copies of the topics (same models and configs, unique names), created on the broker."""
     tag = uuid.uuid4().hex[:8]
     topics = Topics(*(dataclasses.replace(t, name=f"{t.name}.{tag}", partitions=1)
-                      for t in (DIAGNOSES, APPROVALS, FEEDBACK, SLACK_MESSAGES)))
+                      for t in (DIAGNOSES, APPROVALS, FEEDBACK, SLACK_MESSAGES, NOTIFIER_VERSIONS)))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         response = await admin.create_topics([NewTopic(t.name, t.partitions, 1, topic_configs=t.topic_configs())
                                               for t in topics.all()])
-        assert [e[1] for e in response.topic_errors] == [0] * 4, response.topic_errors
+        assert [e[1] for e in response.topic_errors] == [0] * 5, response.topic_errors
     finally:
         await admin.close()
     return topics
 
 
-class Notifier:
-    """One notifier process's worth of parts: producer, references, Slack sink, the consume loop."""
+class SlackNotifier:
+    """One notifier process's worth of parts: producer, saved state, Slack sink, the consume loop."""
 
     def __init__(self, bootstrap, topics: Topics, slack, group):
         self.bootstrap, self.topics, self.slack, self.group = bootstrap, topics, slack, group
@@ -87,18 +88,22 @@ class Notifier:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
         await self.producer.start()
         self.refs = KafkaRefs(self.bootstrap, self.producer, self.topics.messages)
-        await self.refs.catch_up()
+        self.handled = HandledVersions(self.bootstrap, self.producer, self.topics.versions)
+        for cache in (self.refs, self.handled):
+            await cache.catch_up()
         calls = SlackCalls(client(TOKEN, self.slack.base_url), Backoff(first=0.05, cap=0.2))
         self.sink = SlackSink(calls, self.refs, NotifyConfig(), load_catalog())
+        self.notifier = Notifier([self.sink], self.handled, self.topics.consumed())
         self.stop = asyncio.Event()
-        self.task = asyncio.create_task(run(self.bootstrap, [self.sink], self.refs, self.group,
-                                            self.topics.consumed(), self.stop))
+        self.task = asyncio.create_task(self.notifier.run(self.bootstrap, self.group, self.stop,
+                                                          [self.handled, self.refs]))
         return self
 
     async def __aexit__(self, *exc):
         self.stop.set()
         await self.task
         await self.refs.close()
+        await self.handled.close()
         await self.producer.stop()
 
     async def shown(self, incident_id: str, version: int) -> None:
@@ -154,21 +159,22 @@ def top_level_posts(slack):
 
 def test_a_30_alert_storm_is_one_post_then_updates_and_replies_through_a_restart_and_redelivery(kafka, slack_api):
     incident = STORM[0].incident_id
-    group = f"slack-notifier-{uuid.uuid4().hex[:6]}"
+    group = f"notifier-{uuid.uuid4().hex[:6]}"
 
     async def scenario():
         topics = await fresh_topics(kafka)
-        async with Notifier(kafka, topics, slack_api, group) as first:
+        async with SlackNotifier(kafka, topics, slack_api, group) as first:
             await produce(kafka, topics.diagnoses, STORM[:8])
             await first.shown(incident, 8)
         # the notifier stops in the middle of the storm; the group is rewound as if it had crashed before
         # committing, so a new process gets versions 4-8 again; Kafka redelivers some versions twice too
         await rewind(kafka, topics.diagnoses, group, 3)
-        async with Notifier(kafka, topics, slack_api, group) as second:
-            await second.until(lambda: second.sink.counts["duplicate"] >= 1, "versions 4-8 were not redelivered")
+        async with SlackNotifier(kafka, topics, slack_api, group) as second:
+            await second.until(lambda: second.notifier.counts["already_handled"] >= 5,
+                               "versions 4-8 were not redelivered")
             await produce(kafka, topics.diagnoses, STORM[8:12] + STORM[5:7] + STORM[12:])
             await second.shown(incident, STORM[-1].version)
-            return second.sink.counts
+            return second.notifier.counts
     counts = asyncio.run(scenario())
     assert len(top_level_posts(slack_api)) == 1
     assert {c.method for c in slack_api.calls} == {"chat.postMessage", "chat.update"}
@@ -178,7 +184,7 @@ def test_a_30_alert_storm_is_one_post_then_updates_and_replies_through_a_restart
     # the resolution always does, and no reply is ever sent twice
     assert replies[-1] == "Resolved" and set(replies) <= {"Root", "Resolved"} and len(replies) == len(set(replies))
     assert len(slack_api.of("chat.update")) >= 2  # at least once per notifier process
-    assert counts["duplicate"] >= 1  # the redelivered versions changed nothing
+    assert counts["already_handled"] == 5 + 2  # versions 4-8 after the restart and 6-7 sent again: no call
     [page] = [m for m in slack_api.posts("#incidents") if "thread_ts" not in m]
     assert page["blocks"][0]["text"]["text"].startswith("✅ RESOLVED db: DBConnectionPoolExhausted")
 
@@ -188,7 +194,7 @@ def test_a_click_lands_on_approvals_once_despite_retries_and_shows_on_the_page(k
 
     async def scenario():
         topics = await fresh_topics(kafka)
-        async with Notifier(kafka, topics, slack_api, f"g-{uuid.uuid4().hex[:6]}") as notifier:
+        async with SlackNotifier(kafka, topics, slack_api, f"g-{uuid.uuid4().hex[:6]}") as notifier:
             await produce(kafka, topics.diagnoses, STORM[:3])
             await notifier.shown(incident, 3)
             producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", enable_idempotence=True)
@@ -225,14 +231,15 @@ def test_unreadable_records_are_counted_and_skipped_and_the_stream_goes_on(kafka
         topics = await fresh_topics(kafka)
         producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", max_request_size=2_000_000)
         await producer.start()
-        for topic in (topics.diagnoses, topics.approvals, topics.messages):
+        for topic in (topics.diagnoses, topics.approvals, topics.messages, topics.versions):
             for value in poison:
                 await producer.send_and_wait(topic.name, value, key=b"poison")
         await producer.stop()
-        async with Notifier(kafka, topics, slack_api, f"g-{uuid.uuid4().hex[:6]}") as notifier:
+        async with SlackNotifier(kafka, topics, slack_api, f"g-{uuid.uuid4().hex[:6]}") as notifier:
             await produce(kafka, topics.diagnoses, STORM[:2])
             await notifier.shown(incident, 2)
-            return notifier.refs.counts
-    counts = asyncio.run(scenario())
-    assert counts["malformed_reference"] == len(poison) - 1  # a null value is a tombstone, not an error
+            return notifier.refs.counts, notifier.handled.counts, notifier.notifier.counts
+    references, versions, counts = asyncio.run(scenario())
+    assert references["malformed"] == versions["malformed"] == len(poison) - 1  # a null value is a tombstone
+    assert sum(n for what, n in counts.items() if what.startswith("malformed_")) == 2 * len(poison)  # null too
     assert len(top_level_posts(slack_api)) == 1
