@@ -123,24 +123,36 @@ def run_notifier(args: argparse.Namespace) -> int:
 
 
 def register_executor(sub) -> None:
-    parser = sub.add_parser("executor", help="log the runbook each new diagnosis version would run")
+    parser = sub.add_parser("executor", help="run approved runbooks from diagnoses (--dry-run: say which)")
     add_kafka_options(parser)
     parser.add_argument("--runbooks", help="runbook catalog (default: the bundled playbooks/runbooks.yaml)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="only log the runbook each new diagnosis version would run (no Ansible needed)")
+    parser.add_argument("--work-dir", default=".stormdrain/executor", help="where ansible-runner keeps its runs")
+    parser.add_argument("--scratch", help="the scratch folder the local demo runbook writes to (default: WORK/scratch)")
+    parser.add_argument("--group", help="consumer group (default NAMESPACE.executor)")
+    parser.add_argument("--approver-groups",
+                        help="YAML or JSON {slack group id: [user ids]} for the catalog's approver groups")
+    parser.add_argument("--max-concurrent", type=int, default=2, help="runs at a time over all targets (default 2)")
+    parser.add_argument("--approval-ttl", default="15m", help="an older approval is refused (default 15m)")
+    parser.add_argument("--lookback", default="24h", help="diagnoses re-read on start (default 24h)")
+    parser.add_argument("--max-poll-interval-ms", type=int, default=300_000, help=argparse.SUPPRESS)
+    parser.add_argument("--session-timeout-ms", type=int, default=10_000, help=argparse.SUPPRESS)
     parser.set_defaults(run=run_executor)
 
 
 def run_executor(args: argparse.Namespace) -> int:
+    from agents.remediation import run_command
+
+    logging.getLogger("stormdrain").setLevel(logging.INFO)
+    if not args.dry_run:
+        return run_command(args)
+    from agents.consumer import DiagnosisReader
     from agents.executor import Executor
     from pipeline.runbooks import load_catalog
 
-    return _read_diagnoses(args, "executor", Executor(load_catalog(args.runbooks)).handle)
-
-
-def _read_diagnoses(args: argparse.Namespace, role: str, handler) -> int:
-    from agents.consumer import DiagnosisReader
-
-    logging.getLogger("stormdrain").setLevel(logging.INFO)
-    reader = DiagnosisReader(kafka_of(args), role, handler)
+    reader = DiagnosisReader(kafka_of(args), "executor", Executor(load_catalog(args.runbooks)).handle,
+                             group=args.group)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -1,10 +1,10 @@
-"""Readers of `diagnoses` in their own consumer groups: each new version goes to a handler once.
+"""A reader of `diagnoses` in its own consumer group: each new version goes to a handler once.
 
-The notifier and the executor each run one in its own process and group, with
-its own offsets: one stopping or failing holds up neither the other nor the
-pipeline. A version already handled (the worker may send one again after a
-restart) is skipped by (incident id, version). A handler that keeps failing
-sends the diagnosis to the dead-letter topic with the reason and goes on.
+The executor's dry run uses it (`stormdrain executor --dry-run`): its own
+process, group and offsets, so stopping or failing it holds up nothing else.
+A version already handled (the worker may send one again after a restart) is
+skipped by (incident id, version). A handler that keeps failing sends the
+diagnosis to the dead-letter topic with the reason and goes on.
 """
 
 from __future__ import annotations
@@ -66,23 +66,25 @@ class _StartAtEnd(ConsumerRebalanceListener):
 class DiagnosisReader:
     """Runs one role's consumer group on `diagnoses` and hands each new version to its handler."""
 
-    def __init__(self, kafka: Kafka, role: str, handler: Handler, retries: tuple[float, ...] = RETRIES):
+    def __init__(self, kafka: Kafka, role: str, handler: Handler, retries: tuple[float, ...] = RETRIES,
+                 group: str | None = None):
         self.kafka = kafka
         self.role = role
+        self.group = group or kafka.group(role)
         self.handler = handler
         self.retries = retries
         self.versions = Versions()
         self.topic = kafka.topic(DIAGNOSES)
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka.bootstrap, group_id=self.kafka.group(self.role),
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka.bootstrap, group_id=self.group,
                                     enable_auto_commit=False, auto_offset_reset="latest",
                                     max_partition_fetch_bytes=DIAGNOSES.max_message_bytes)
         producer = AIOKafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all", enable_idempotence=True)
         await consumer.start()
         await producer.start()
         consumer.subscribe([self.topic.name], listener=_StartAtEnd(consumer))
-        log.info("%s reading %s as group %s", self.role, self.topic.name, self.kafka.group(self.role))
+        log.info("%s reading %s as group %s", self.role, self.topic.name, self.group)
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200)

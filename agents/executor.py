@@ -1,7 +1,5 @@
-"""The executor: says which runbook it would run for each new diagnosis version.
-
-`Executor.handle` is the seam: it takes one diagnosis. Running the playbook
-after an approval plugs in there.
+"""The executor's dry run (`stormdrain executor --dry-run`): says which runbook it would run for each new
+diagnosis version, and runs nothing. The real runs are agents/remediation.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The remediation executor on Kafka: approvals and diagnoses in, runbook runs out, every step on `remediations`.
+"""`stormdrain executor`: approvals and diagnoses in, runbook runs out, every step on `remediations`.
 
 Its own consumer group reads `diagnoses` and `approvals`; the pure Remediator
 decides; this loop only decodes, calls it, writes the ledger and events, and
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,6 +26,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.options import Kafka, kafka_of
 from agents.runbook_runner import Phase, Workspace, check_diff, execute, require_ansible
 from pipeline.actions import Approval
 from pipeline.alerts import InputError
@@ -36,10 +36,9 @@ from pipeline.remediate import (
     ExecutorState, LedgerEntry, Output, Publish, Record, Remediator, RunPlan, RunResult, Settings, Start, event,
 )
 from pipeline.runbooks import DEFAULT_CATALOG, load_catalog
-from topics.catalog import APPROVALS, DIAGNOSES, EXECUTOR_LEDGER, REMEDIATIONS, Topic
+from topics.catalog import APPROVALS, DIAGNOSES, EXECUTOR_LEDGER, NAMESPACE, REMEDIATIONS, Topic
 
 log = logging.getLogger("stormdrain.executor")
-GROUP = "stormdrain-executor"
 TICK_S = 1.0
 
 
@@ -53,10 +52,14 @@ class Options:
 
     bootstrap: str
     workspace: Workspace
-    group_id: str = GROUP
+    group_id: str = f"{NAMESPACE}.executor"
     lookback: timedelta = timedelta(hours=24)  # diagnoses re-read on assignment
     max_poll_interval_ms: int = 300_000
     session_timeout_ms: int = 10_000
+    namespace: str = NAMESPACE
+
+    def topic(self, topic: Topic) -> Topic:
+        return topic.in_namespace(self.namespace)
 
 
 @dataclass
@@ -83,7 +86,7 @@ class _Assignments(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned):
         self.runtime.stats.assignments += 1
         log.info("assigned %s", sorted(str(tp) for tp in assigned))
-        await self.runtime.rewind([tp for tp in assigned if tp.topic == DIAGNOSES.name])
+        await self.runtime.rewind([tp for tp in assigned if tp.topic == self.runtime.diagnoses.name])
 
 
 class ExecutorRuntime:
@@ -92,6 +95,8 @@ class ExecutorRuntime:
     def __init__(self, remediator: Remediator, options: Options):
         self.remediator = remediator
         self.options = options
+        self.diagnoses, self.approvals, self.ledger, self.remediations = (
+            options.topic(t) for t in (DIAGNOSES, APPROVALS, EXECUTOR_LEDGER, REMEDIATIONS))
         self.state = ExecutorState()
         self.stats = Stats()
         self.cancel = threading.Event()
@@ -119,7 +124,7 @@ class ExecutorRuntime:
             auto_offset_reset="earliest", max_poll_interval_ms=self.options.max_poll_interval_ms,
             session_timeout_ms=self.options.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.options.session_timeout_ms // 3))
-        self._consumer.subscribe([DIAGNOSES.name, APPROVALS.name], listener=_Assignments(self))
+        self._consumer.subscribe([self.diagnoses.name, self.approvals.name], listener=_Assignments(self))
         await self._consumer.start()
         while not stop.is_set():
             batches = await self._consumer.getmany(timeout_ms=int(TICK_S * 1000), max_records=200)
@@ -132,7 +137,7 @@ class ExecutorRuntime:
 
     async def _record(self, record) -> None:
         """Decode one record and hand it to the Remediator; a record that cannot be read is counted and logged."""
-        topic: Topic = DIAGNOSES if record.topic == DIAGNOSES.name else APPROVALS
+        topic: Topic = self.diagnoses if record.topic == self.diagnoses.name else self.approvals
         self.stats.records += 1
         try:
             item: Diagnosis | Approval = topic.decode(record.value)
@@ -150,7 +155,7 @@ class ExecutorRuntime:
     async def _apply(self, outputs: list[Output]) -> None:
         for output in outputs:
             if isinstance(output, Record):
-                await self._send(EXECUTOR_LEDGER, output.entry.plan.key, output.entry)
+                await self._send(self.ledger, output.entry.plan.key, output.entry)
             elif isinstance(output, Publish):
                 await self._publish(output.event)
             elif isinstance(output, Start):
@@ -165,7 +170,7 @@ class ExecutorRuntime:
     async def _publish(self, remediation) -> None:
         log.info("%s %s %s %s: %s", remediation.incident_id, remediation.runbook, remediation.run_id,
                  remediation.step, remediation.detail)
-        await self._send(REMEDIATIONS, remediation.incident_id, remediation)
+        await self._send(self.remediations, remediation.incident_id, remediation)
 
     async def _run(self, plan: RunPlan) -> None:
         """One run in a worker thread; its check diff is published as soon as check mode ends."""
@@ -195,11 +200,11 @@ class ExecutorRuntime:
 
     async def _read_ledger(self) -> list[LedgerEntry]:
         """Every ledger entry, the latest per key, read from the beginning to the current end."""
-        partitions = await _partitions(self._producer, EXECUTOR_LEDGER.name)
+        partitions = await _partitions(self._producer, self.ledger.name)
         reader = AIOKafkaConsumer(bootstrap_servers=self.options.bootstrap, enable_auto_commit=False)
         await reader.start()
         try:
-            return list((await _read_to_end(reader, EXECUTOR_LEDGER, partitions)).values())
+            return list((await _read_to_end(reader, self.ledger, partitions)).values())
         finally:
             await reader.stop()
 
@@ -234,34 +239,11 @@ async def _partitions(producer: AIOKafkaProducer, name: str) -> set[int]:
     try:
         return await producer.partitions_for(name)
     except KafkaError as exc:
-        raise InputError("ledger", f"topic {name} is not there ({exc}): create it "
-                                   "(stormdrain remediate --create-topics)") from None
+        raise InputError("ledger", f"topic {name} is not there ({exc}): create the topics first "
+                                   "(stormdrain topics create)") from None
 
 
 # -- command line ------------------------------------------------------------------
-
-
-def add_command(subparsers) -> None:
-    """The `stormdrain remediate` command, registered through the `stormdrain.commands` entry point group."""
-    parser = subparsers.add_parser("remediate", help="run approved runbooks from diagnoses (Kafka)")
-    add_options(parser)
-    parser.set_defaults(run=run_command)
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
-    parser.add_argument("--runbooks", help="runbook catalog (default: the bundled playbooks/runbooks.yaml)")
-    parser.add_argument("--work-dir", default=".stormdrain/executor", help="where ansible-runner keeps its runs")
-    parser.add_argument("--scratch", help="the scratch folder the local demo runbook writes to (default: WORK/scratch)")
-    parser.add_argument("--group-id", default=GROUP, help=f"consumer group (default {GROUP})")
-    parser.add_argument("--approver-groups",
-                        help="YAML or JSON {slack group id: [user ids]} for the catalog's approver groups")
-    parser.add_argument("--max-concurrent", type=int, default=2, help="runs at a time over all targets (default 2)")
-    parser.add_argument("--approval-ttl", default="15m", help="an older approval is refused (default 15m)")
-    parser.add_argument("--lookback", default="24h", help="diagnoses re-read on start (default 24h)")
-    parser.add_argument("--max-poll-interval-ms", type=int, default=300_000, help=argparse.SUPPRESS)
-    parser.add_argument("--session-timeout-ms", type=int, default=10_000, help=argparse.SUPPRESS)
-    parser.add_argument("--create-topics", action="store_true", help="create the topics the executor uses if missing")
 
 
 def build(args: argparse.Namespace) -> ExecutorRuntime:
@@ -277,9 +259,10 @@ def build(args: argparse.Namespace) -> ExecutorRuntime:
                           work_dir=work, scratch_dir=Path(args.scratch).resolve() if args.scratch else work / "scratch")
     settings = Settings(max_concurrent=args.max_concurrent, approval_ttl=parse_duration(args.approval_ttl),
                         groups=_groups(args.approver_groups))
-    options = Options(bootstrap=args.bootstrap, workspace=workspace, group_id=args.group_id,
+    kafka: Kafka = kafka_of(args)
+    options = Options(bootstrap=kafka.bootstrap, workspace=workspace, group_id=args.group or kafka.group("executor"),
                       lookback=parse_duration(args.lookback), max_poll_interval_ms=args.max_poll_interval_ms,
-                      session_timeout_ms=args.session_timeout_ms)
+                      session_timeout_ms=args.session_timeout_ms, namespace=kafka.namespace)
     return ExecutorRuntime(Remediator(catalog, settings), options)
 
 
@@ -294,8 +277,6 @@ def _groups(path: str | None) -> dict[str, frozenset[str]]:
 
 def run_command(args: argparse.Namespace) -> int:
     runtime = build(args)
-    if args.create_topics:
-        asyncio.run(ensure_topics(args.bootstrap, (DIAGNOSES, APPROVALS, REMEDIATIONS, EXECUTOR_LEDGER)))
     asyncio.run(_serve(runtime))
     return 0
 
@@ -308,36 +289,3 @@ async def _serve(runtime: ExecutorRuntime) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await runtime.run(stop)
-
-
-async def ensure_topics(bootstrap: str, topics: tuple[Topic, ...], replication: int = 1) -> None:
-    """Create the topics that do not exist yet, with their catalog configs."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(t.name, t.partitions, replication, topic_configs=t.topic_configs())
-                   for t in topics if t.name not in existing]
-        if missing:
-            await admin.create_topics(missing)
-    finally:
-        await admin.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m agents.remediation [options]`: the same as `stormdrain remediate`, without the entry point."""
-    parser = argparse.ArgumentParser(prog="stormdrain-remediate", description=__doc__.split("\n")[0])
-    add_options(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        return run_command(args)
-    except InputError as exc:
-        print(f"stormdrain remediate: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

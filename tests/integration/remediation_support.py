@@ -123,12 +123,12 @@ def approval(incident: str, user: str = "UONCALL", runbook: str = "RB-DEMO-001",
 
 
 class ExecutorProcess:
-    """`python -m agents.remediation` as a child process, so a test can SIGKILL it."""
+    """`stormdrain executor` as a child process, so a test can SIGKILL it."""
 
     def __init__(self, bootstrap: str, catalog: Path, work: Path, group: str):
-        self.args = [sys.executable, "-m", "agents.remediation", "--bootstrap", bootstrap, "--runbooks", str(catalog),
-                     "--work-dir", str(work / "work"), "--scratch", str(work / "scratch"), "--group-id", group,
-                     "--session-timeout-ms", "6000"]
+        self.args = [sys.executable, "-m", "pipeline.cli", "executor", "--bootstrap", bootstrap, "--runbooks",
+                     str(catalog), "--work-dir", str(work / "work"), "--scratch", str(work / "scratch"),
+                     "--group", group, "--session-timeout-ms", "6000"]
         self.log = work / f"{group}.log"
         self.proc: subprocess.Popen | None = None
 

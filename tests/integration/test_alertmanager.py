@@ -68,12 +68,12 @@ def test_a_storm_through_alertmanager_is_diagnosed_and_each_reader_sees_each_ver
     try:
         procs.append(Proc(tmp_path / "bridge.log", "bridge", *common, "--port", str(port), "--host", "127.0.0.1",
                           "--config", str(config), env={"STORMDRAIN_BRIDGE_TOKEN": TOKEN}))
-        notifier = Proc(tmp_path / "notifier.log", "notifier", *common)
-        executor = Proc(tmp_path / "executor.log", "executor", *common)
+        notifier = Proc(tmp_path / "notifier.log", "notifier", *common)  # no sink configured: it prints pages
+        executor = Proc(tmp_path / "executor.log", "executor", "--dry-run", *common)
         procs += [notifier, executor]
         wait_ready(f"http://127.0.0.1:{port}")
         for reader in (notifier, executor):
-            reader.wait_for("assigned 6 partition")
+            reader.wait_for(r"assigned \d+ partition")
         notifier.kill()  # a stopped notifier holds up neither the executor nor the pipeline
         with localprom.start_alertmanager(_alertmanager_config(port)) as alertmanager:
             localprom.post_alerts(alertmanager.url, [
