@@ -31,7 +31,9 @@ def register_bridge(sub) -> None:
                         help="seconds to wait for Kafka's acknowledgement before answering 503 (default 5)")
     parser.add_argument("--retry-after", type=int, default=5, help="Retry-After seconds on a 503 (default 5)")
     parser.epilog = ("Credentials, when set, are required: STORMDRAIN_BRIDGE_TOKEN (bearer) and/or "
-                     "STORMDRAIN_BRIDGE_BASIC_AUTH (user:password), or the same names with _FILE pointing to a file.")
+                     "STORMDRAIN_BRIDGE_BASIC_AUTH (user:password), or the same names with _FILE pointing to a file. "
+                     "SLACK_SIGNING_SECRET (or SLACK_SIGNING_SECRET_FILE) adds POST /slack/actions for Slack's "
+                     "buttons, publishing to approvals and feedback.")
     parser.set_defaults(run=run_bridge)
 
 
@@ -52,6 +54,11 @@ def run_bridge(args: argparse.Namespace) -> int:
     publisher = Publisher(kafka.bootstrap, kafka.topic(ALERTS_RAW).name, args.publish_timeout, linger_ms=2,
                           max_batch_size=256 * 1024)
     app = build_app(publisher, Identity(load_config(args.config).identity), settings)
+    signing_secret = _secret("SLACK_SIGNING_SECRET")
+    if signing_secret:
+        from agents.slack_actions import add_slack_actions, kafka_publisher
+
+        add_slack_actions(app, kafka_publisher(publisher, kafka.namespace), signing_secret)
     web.run_app(app, host=args.host, port=args.port, print=lambda text: log.warning(text.strip()),
                 access_log=None)
     return 0

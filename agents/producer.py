@@ -51,8 +51,17 @@ class Publisher:
         """Send (key, value) records; return once the broker has acknowledged every one."""
         if self._producer is None:
             raise Unavailable("not connected to Kafka yet")
+        await self._bounded(self._send_all(self._producer, records, timestamp_ms))
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        """One record to another topic (a Slack click), acknowledged within the same bound."""
+        if self._producer is None:
+            raise Unavailable("not connected to Kafka yet")
+        await self._bounded(self._producer.send_and_wait(topic, value, key=key))
+
+    async def _bounded(self, sending) -> None:
         try:
-            await asyncio.wait_for(self._send_all(self._producer, records, timestamp_ms), self.timeout)
+            await asyncio.wait_for(sending, self.timeout)
         except (asyncio.TimeoutError, KafkaError) as exc:
             self.ready = False
             raise Unavailable(f"Kafka did not acknowledge within {self.timeout:g}s: {type(exc).__name__}") from None

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from pipeline.actions import Approval, Feedback
 from pipeline.alerts import InputError
 from pipeline.slack.clicks import acts_from, parse_payload, verify
-from topics.catalog import APPROVALS, FEEDBACK, Topic
+from topics.catalog import APPROVALS, FEEDBACK, NAMESPACE, Topic
 
 log = logging.getLogger("stormdrain.slack.actions")
 PATH = "/slack/actions"
@@ -36,9 +36,11 @@ Publish = Callable[[Topic, str, BaseModel], Awaitable[object]]
 APP_KEY = web.AppKey("slack_actions", object)
 
 
-def kafka_publisher(producer) -> Publish:
-    """Publish through an aiokafka producer, keyed by incident id, acknowledged before the click is answered."""
+def kafka_publisher(producer, namespace: str = NAMESPACE) -> Publish:
+    """Publish to the namespace's topic through a producer (aiokafka's, or the bridge's publisher), keyed by
+    incident id, acknowledged before the click is answered."""
     async def publish(topic: Topic, key: str, value: BaseModel) -> None:
+        topic = topic.in_namespace(namespace)
         await producer.send_and_wait(topic.name, topic.encode(value), key=key.encode())
     return publish
 
