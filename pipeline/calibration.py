@@ -82,8 +82,14 @@ def reliability(outcomes: list[Outcome]) -> list[dict]:
     return rows
 
 
-def reliability_text(outcomes: list[Outcome]) -> str:
-    lines = [f"{'confidence':<12}{'n':>6}{'mean conf':>11}{'right':>8}"]
+def calibration_figures(outcomes: list[Outcome]) -> dict:
+    """The Brier score and the reliability rows, as a benchmark's result keeps them; none without outcomes."""
+    return {"brier": brier(outcomes), "reliability": reliability(outcomes)} if outcomes else {}
+
+
+def reliability_text(outcomes: list[Outcome], heading: str) -> str:
+    """The reliability table and the Brier score under a heading that says whose confidence it is."""
+    lines = [f"{heading}:", f"{'confidence':<12}{'n':>6}{'mean conf':>11}{'right':>8}"]
     for row in reliability(outcomes):
         mean = "-" if row["mean_confidence"] is None else f"{row['mean_confidence']:.3f}"
         right = "-" if row["right"] is None else f"{row['right']:.3f}"

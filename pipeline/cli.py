@@ -164,8 +164,7 @@ def run_bench_storms(args: argparse.Namespace) -> int:
     result, ours = synthetic.run([Path(p) for p in args.graphs], seeds, load_config(args.config),
                                  StormSettings(scenarios=args.scenarios))
     print(synthetic.table(result))
-    print("\nconfidence reliability (first page and last version of each fault):")
-    print(reliability_text(ours.outcomes))
+    print("\n" + reliability_text(ours.outcomes, "confidence reliability (first page and last version of each fault)"))
     if args.fit:
         intercept, slope = fit_platt(ours.outcomes)
         print(f"\nfitted calibration:\nrank:\n  calibration: {{intercept: {intercept}, slope: {slope}}}")
@@ -179,6 +178,7 @@ def run_bench_nezha(args: argparse.Namespace) -> int:
 
     from pipeline.bench import nezha
     from pipeline.bench.nezha_data import read_faults
+    from pipeline.calibration import reliability_text
     from pipeline.config import parse_duration
 
     try:
@@ -193,6 +193,10 @@ def run_bench_nezha(args: argparse.Namespace) -> int:
                               graph=args.graph, rules=args.rules)
     result = nezha.run(args.day, faults, settings)
     print(nezha.table(result))
+    outcomes = nezha.outcomes(result["faults"])
+    if outcomes:
+        print("\n" + reliability_text(outcomes, f"confidence reliability (the page of each labelled fault: "
+                                                 f"{len(outcomes)} of {len(result['faults'])} faults)"))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -7,7 +7,9 @@ callers that stay quiet count against it; an alert that looks like a cause
 (a pool, a crash, memory) rather than a symptom (latency, errors) and an
 explicit `root_cause_candidate` label make it likelier, but only by a bounded
 factor: a loud symptom that claims to be the root still loses to what explains
-it. The scores are posterior probabilities over the candidates.
+it. With metric evidence, an alert that fired minutes before its service's own
+metrics moved is dated by the metrics: a blip does not make a service first.
+The scores are posterior probabilities over the candidates.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from functools import lru_cache
 
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from pipeline.graph import ServiceGraph
 from pipeline.incidents import NO_SERVICE, Incident, ServiceSummary
 
 ONSET_TOLERANCE_S = 5.0
+METRICS_AFTER_ALERT_S = 120.0  # metrics that left their baseline this long after an alert say it fired on a blip
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +61,7 @@ def rank(incident: Incident, graph: ServiceGraph, config: RankConfig,
     named = [s for k, s in incident.services.items() if k != NO_SERVICE]
     if not named:
         return Ranking(candidates=[], confidence=0.0)
-    model = _Model(named, graph, config, age_step(incident), _suffering(evidence))
+    model = _Model(named, graph, config, age_step(incident), _changed(evidence))
     scored = [model.alerted(i) for i in range(len(named))]
     meeting = [n for n in incident.roots if n not in model.alerting and _converges(n, model.alerting, graph)]
     scored += [model.silent(node, "where the alerting paths meet") for node in meeting]
@@ -94,11 +98,25 @@ def age_step(incident: Incident) -> int:
     return max(step for step in AGE_STEPS if step <= max(age, 0.0))
 
 
-def _suffering(evidence: IncidentEvidence | None) -> set[str]:
-    """Services whose metrics left their baseline: not alerting, but not quiet either."""
-    if evidence is None:
-        return set()
-    return {item.service for item in evidence.items if (item.llr or 0) > 0}
+def _changed(evidence: IncidentEvidence | None) -> dict[str, float]:
+    """When each service whose metrics left their baseline did so: the earliest onset of its abnormal series."""
+    changed: dict[str, float] = {}
+    for item in evidence.items if evidence is not None else ():
+        if (item.llr or 0) > 0 and item.onset_at is not None:
+            at = item.onset_at.timestamp()
+            changed[item.service] = min(changed.get(item.service, at), at)
+    return changed
+
+
+def _dated(summary: ServiceSummary, changed: dict[str, float]) -> float:
+    """When a service began to suffer: its first alert, unless its metrics moved only well after that fired.
+
+    A threshold alert can fire on a blip that its service's own metrics count as
+    normal; then the change its metrics show dates the service, not the blip.
+    """
+    alerted = summary.first_onset.timestamp()
+    moved = changed.get(summary.service)
+    return moved if moved is not None and moved - alerted > METRICS_AFTER_ALERT_S else alerted
 
 
 def _weigh(entry: tuple, evidence: IncidentEvidence, weight: float) -> tuple:
@@ -133,15 +151,16 @@ class _Model:
     """The log-likelihood of an incident's alerts under each candidate root, with reasons."""
 
     def __init__(self, named: list[ServiceSummary], graph: ServiceGraph, config: RankConfig, age: float,
-                 suffering: set[str] = frozenset()):
+                 changed: Mapping[str, float] | None = None):
         self.named, self.graph, self.c = named, graph, config
         # A root that has not alerted yet may still: likely early in an incident, less so later.
         self.log_quiet = math.log((1 - config.p_self_alert)
                                   + config.p_self_alert * math.exp(-age / config.root_lag.total_seconds()))
         self.alerting = {s.node for s in named if s.node is not None}
-        self.suffering = suffering  # no alert, but their metrics say they suffer
+        changed = changed or {}
+        self.suffering = set(changed)  # no alert, but their metrics say they suffer
         self.cause = _cause_pattern(config.cause_alerts)
-        self.onsets = [s.first_onset.timestamp() for s in named]
+        self.onsets = [_dated(s, changed) for s in named]
         self.reaches = [graph.reach[s.node] if s.node is not None else {} for s in named]
         log_noise_critical, log_noise = math.log(config.p_noise_critical), math.log(config.p_noise)
         self.noise = [log_noise_critical if s.severity_score >= 1.0 else log_noise for s in named]
@@ -213,7 +232,7 @@ class _Model:
         c = self.c
         first = min(explained, key=self.onsets.__getitem__)
         lag = self.onsets[own] - self.onsets[first]
-        name, at = self.named[first].service, self.named[own].first_onset
+        name, at = self.named[first].service, datetime.fromtimestamp(self.onsets[own], timezone.utc)
         if lag <= ONSET_TOLERANCE_S:
             lead = max(0.0, -lag - c.root_lead.total_seconds())
             when = f"{int(-lag)}s before {name}" if lag < 0 else f"with {name}"

@@ -11,7 +11,7 @@ The fault list gives only the times at which to look: at each, the diagnosis of
 the incident whose alerts began there, as it stood `look` later (or, when no
 alert fired, the metric evidence alone for every service). The injected service
 is read only to score the ranking: AS@k, the share of faults whose service is in
-the top k.
+the top k, and the reliability of the pages' confidence.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pipeline.bench import nezha_data
 from pipeline.bench.alerting import evaluate, load_rules
 from pipeline.bench.parts import local_prometheus
 from pipeline.bench.nezha_data import Day, Fault
+from pipeline.calibration import Outcome, calibration_figures
 from pipeline.config import Config, load_config
 from pipeline.diagnose import Diagnosis
 from pipeline.embedded import Embedded
@@ -193,7 +194,9 @@ def _diagnosis_at(since: datetime, until: datetime, versions: list[Diagnosis],
     """The incident with the most alerts that began firing in [since, until], as it stood at `until`.
 
     An alert that began before the fault time cannot be the fault's: Prometheus
-    sends an alert when it has held for its `for:`, after the change began.
+    sends an alert when it has held for its `for:`, after the change began. Nor
+    can an incident opened before it: an incident that opened in the span is the
+    fault's page, and one that only took some alerts in it counts when none did.
     """
     latest: dict[str, Diagnosis] = {}
     for d in versions:
@@ -204,7 +207,8 @@ def _diagnosis_at(since: datetime, until: datetime, versions: list[Diagnosis],
         if d.updated_at < since:
             continue  # over before the fault: its fingerprints' later episodes are another incident's
         began = [t for fp in d.fingerprints for t in starts.get(fp, ()) if since <= t <= until]
-        key = (len(began), -min(began).timestamp(), d.incident_id) if began else None
+        opened = since <= d.opened_at <= until
+        key = (opened, len(began), -min(began).timestamp(), d.incident_id) if began else None
         if key is not None and (best_key is None or key > best_key):
             best, best_key = d, key
     return best
@@ -261,6 +265,7 @@ def _record(fault: Fault, ranked: list[str], confidence: float, source: str, dia
         "fault_at": fault.at.isoformat(),
         "candidates": ranked,
         "confidence": confidence,
+        "posterior": diagnosis.candidates[0].score if diagnosis and diagnosis.candidates else None,
         "source": source,
         "incident_id": diagnosis.incident_id if diagnosis else None,
         "version": diagnosis.version if diagnosis else None,
@@ -284,6 +289,12 @@ def figures(records: list[dict]) -> dict[str, dict]:
     return {name: _at_k(rows) for name, rows in groups.items() if rows}
 
 
+def outcomes(records: list[dict]) -> list[Outcome]:
+    """The page of each labelled fault, right or wrong, with its confidence; a fault no alert announced had none."""
+    return [Outcome(posterior=r["posterior"], confidence=r["confidence"], right=r["rank_of_true"] == 1)
+            for r in records if r["true_service"] and r["source"] == "diagnosis"]
+
+
 def _at_k(rows: list[dict]) -> dict:
     n = len(rows)
     hit = lambda k: sum(1 for r in rows if r["rank_of_true"] is not None and r["rank_of_true"] <= k)  # noqa: E731
@@ -299,7 +310,8 @@ def _result(job: _Run, settings: Settings, records: list[dict], alerts: int, que
                      "latency_threshold": settings.latency_threshold
                      or LATENCY_THRESHOLDS.get(job.day.namespace, "0.2")},
         "alerts": alerts, "evidence_queries": queries, "timing_s": job.timing,
-        "figures": figures(records), "published": PUBLISHED.get(job.day.namespace, {}), "faults": records,
+        "figures": figures(records), "calibration": calibration_figures(outcomes(records)),
+        "published": PUBLISHED.get(job.day.namespace, {}), "faults": records,
     }
 
 

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from pipeline.bench.storms import Fault, Storm, StormSettings, generate
-from pipeline.calibration import Outcome, brier, reliability
+from pipeline.calibration import Outcome, calibration_figures
 from pipeline.config import Config
 from pipeline.diagnose import Diagnosis
 from pipeline.embedded import Embedded
@@ -65,10 +65,7 @@ class Score:
         if self.seconds:
             out["alerts"] = self.alerts
             out["alerts_per_second"] = round(self.alerts / self.seconds)
-        if self.outcomes:
-            out["brier"] = brier(self.outcomes)
-            out["reliability"] = reliability(self.outcomes)
-        return out
+        return out | calibration_figures(self.outcomes)
 
 
 def run_graph(graph: ServiceGraph, seed: int, config: Config, catalog: Catalog,

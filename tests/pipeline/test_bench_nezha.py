@@ -162,16 +162,27 @@ def test_figures_count_the_true_service_in_the_top_k_by_fault_class():
     assert figures(records[3:]) == {}
 
 
-def test_an_alert_that_began_before_the_fault_time_is_not_the_faults():
-    class Version:
-        def __init__(self, incident_id, fingerprints, updated_at):
-            self.incident_id, self.fingerprints, self.updated_at = incident_id, fingerprints, updated_at
+class _Version:
+    def __init__(self, incident_id, fingerprints, updated_at, opened_at=None):
+        self.incident_id, self.fingerprints, self.updated_at = incident_id, fingerprints, updated_at
+        self.opened_at = opened_at or updated_at
 
-    old, new = Version("inc-old", ["f1"], _at(6)), Version("inc-new", ["f2"], _at(7))
+
+def test_an_alert_that_began_before_the_fault_time_is_not_the_faults():
+    old, new = _Version("inc-old", ["f1"], _at(6)), _Version("inc-new", ["f2"], _at(7))
     starts = {"f1": [_at(1)], "f2": [_at(5)]}
     assert _diagnosis_at(_at(2), _at(9), [old, new], starts).incident_id == "inc-new"
     assert _diagnosis_at(_at(6), _at(9), [old, new], starts) is None
-    assert _diagnosis_at(_at(2), _at(9), [Version("inc-over", ["f2"], _at(1))], starts) is None
+    assert _diagnosis_at(_at(2), _at(9), [_Version("inc-over", ["f2"], _at(1))], starts) is None
+
+
+def test_the_page_that_opened_after_the_fault_is_its_page_before_an_older_incident_that_took_more_alerts():
+    starts = {"f1": [_at(4)], "f2": [_at(5)], "f3": [_at(5)], "f4": [_at(6)]}
+    older = _Version("inc-older", ["f1", "f2", "f3"], _at(7), opened_at=_at(0))  # three alerts began after the fault
+    opened = _Version("inc-opened", ["f4"], _at(7), opened_at=_at(6))  # one, and it opened after the fault
+    assert _diagnosis_at(_at(3), _at(9), [older, opened], starts).incident_id == "inc-opened"
+    # No page opened after the fault: the incident that took its alerts speaks for it.
+    assert _diagnosis_at(_at(3), _at(9), [older], starts).incident_id == "inc-older"
 
 
 def test_a_fault_without_a_kind_has_no_class():
