@@ -29,6 +29,10 @@ FNV_OFFSET = 14695981039346656037
 FNV_PRIME = 1099511628211
 MASK64 = (1 << 64) - 1
 SEPARATOR = 0xFF
+# Windows, retentions and look-backs are added to and taken from times: within these bounds every result
+# is still a time, so a hostile timestamp is refused where it comes in, not deep inside a window.
+EARLIEST = datetime(1000, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 
 class InputError(ValueError):
@@ -48,11 +52,18 @@ def _utc(value: datetime) -> datetime:
     return value if value.utcoffset() == _ZERO else value.astimezone(timezone.utc)
 
 
+def _utc_in_range(value: datetime) -> datetime:
+    """In UTC and between EARLIEST and LATEST, or a ValueError that says so."""
+    if not EARLIEST <= value <= LATEST:  # compared before converting: a time of year 1 or 9999 may not convert
+        raise ValueError(f"time is out of range: must fall between the years {EARLIEST.year} and {LATEST.year}")
+    return _utc(value)
+
+
 def _utc_or_unset(value: datetime | None) -> datetime | None:
     """Aware UTC, with Alertmanager's zero time (year 1) meaning "not set"."""
     if value is None or value.year == 1:
         return None
-    return _utc(value)
+    return _utc_in_range(value)
 
 
 def format_time(value: datetime | None) -> str | None:
@@ -64,7 +75,7 @@ def format_time(value: datetime | None) -> str | None:
 
 # Times are parsed by pydantic's own parser (RFC 3339 with any fraction and offset; it is
 # lenient enough to take a space for the T and unix seconds too) and must carry an offset.
-Time = Annotated[AwareDatetime, AfterValidator(_utc), PlainSerializer(format_time, return_type=str)]
+Time = Annotated[AwareDatetime, AfterValidator(_utc_in_range), PlainSerializer(format_time, return_type=str)]
 OptionalTime = Annotated[
     AwareDatetime | None,
     AfterValidator(_utc_or_unset),
@@ -78,7 +89,7 @@ def parse_time(value: Any) -> datetime | None:
     try:
         return _TIME.validate_python(value)
     except ValidationError as exc:
-        raise ValueError(exc.errors()[0]["msg"]) from None
+        raise ValueError(validation_error(exc).reason) from None
 
 
 Labels = dict[str, StrictStr]
