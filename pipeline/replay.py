@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import sys
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,12 +49,16 @@ def open_input(path: str) -> IO[bytes]:
 
 def read_lines(stream: IO[bytes], scope_of: Callable[[dict[str, str]], str],
                limit: int = MAX_LINE_BYTES) -> Iterator[Line]:
-    """Yield one Line per non-blank input line."""
-    for number, raw in enumerate(_bounded_lines(stream, limit), start=1):
-        if raw is None:
-            yield Line(number, limit + 1, error=InputError(f"line {number}", f"line is over the {limit} byte limit"))
-        elif raw.strip():
-            yield parse_line(raw, number, scope_of)
+    """Yield one Line per non-blank input line; a stream that breaks off (a cut .gz) ends with an error Line."""
+    number = 0
+    try:
+        for number, raw in enumerate(_bounded_lines(stream, limit), start=1):
+            if raw is None:
+                yield Line(number, limit + 1, error=InputError(f"line {number}", f"line is over the {limit} byte limit"))
+            elif raw.strip():
+                yield parse_line(raw, number, scope_of)
+    except (EOFError, OSError, zlib.error) as exc:
+        yield Line(number + 1, 0, error=InputError(f"line {number + 1}", f"the input breaks off here: {exc}"))
 
 
 class Envelope(BaseModel):
@@ -76,6 +81,8 @@ def parse_line(raw: bytes, number: int, scope_of: Callable[[dict[str, str]], str
         obj = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return Line(number, len(raw), error=InputError(where, f"not JSON: {exc}"))
+    except RecursionError:
+        return Line(number, len(raw), error=InputError(where, "JSON nested too deeply"))
     try:
         kind, received_at, records = _records(obj, scope_of)
     except InputError as exc:
@@ -162,4 +169,7 @@ def _bounded_lines(stream: IO[bytes], limit: int) -> Iterator[bytes | None]:
 def write_ndjson(path: str) -> IO[str]:
     if path == "-":
         return io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", line_buffering=False)
-    return Path(path).open("w", encoding="utf-8")
+    try:
+        return Path(path).open("w", encoding="utf-8")
+    except OSError as exc:
+        raise InputError("--out", f"cannot write {path}: {exc.strerror}") from None
