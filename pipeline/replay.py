@@ -169,6 +169,16 @@ def _bounded_lines(stream: IO[bytes], limit: int) -> Iterator[bytes | None]:
 def write_ndjson(path: str) -> IO[str]:
     if path == "-":
         return io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", line_buffering=False)
+    return _open_out(path)
+
+
+def write_output(path: str, text: str) -> None:
+    """Write a command's --out file; a path that cannot be written is an InputError, not a traceback."""
+    with _open_out(path) as out:
+        out.write(text)
+
+
+def _open_out(path: str) -> IO[str]:
     try:
         return Path(path).open("w", encoding="utf-8")
     except OSError as exc:

@@ -97,8 +97,16 @@ def test_a_cut_gzip_file_is_reported_and_what_was_read_is_still_diagnosed(tmp_pa
     assert out.read_text().splitlines()  # the incidents of the lines before the cut
 
 
-def test_an_output_that_cannot_be_written_is_a_clear_error(tmp_path):
-    result = _run_cli("replay", str(demo.STORM), "--out", str(tmp_path / "no-such-folder" / "out.ndjson"))
+@pytest.mark.parametrize("command", [
+    ["replay", str(demo.STORM)],
+    ["tune", str(demo.STORM), "--grid", "incidents.hold=30s", "--jobs", "1", "--no-progress"],
+    ["report", "whatif", "--history", str(demo.STORM), "--proposed", "PROPOSED", "--jobs", "1"],
+])
+def test_an_output_that_cannot_be_written_is_a_clear_error(tmp_path, command):
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text("incidents: {gap: 10m}\n")
+    command = [str(proposed) if part == "PROPOSED" else part for part in command]
+    result = _run_cli(*command, "--out", str(tmp_path / "no-such-folder" / "out"))
     assert result.returncode == 2
     assert "--out: cannot write" in result.stderr and "Traceback" not in result.stderr
 
