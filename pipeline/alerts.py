@@ -29,6 +29,7 @@ FNV_OFFSET = 14695981039346656037
 FNV_PRIME = 1099511628211
 MASK64 = (1 << 64) - 1
 SEPARATOR = 0xFF
+NO_ALERTNAME = "(no alertname)"
 # Windows, retentions and look-backs are added to and taken from times: within these bounds every result
 # is still a time, so a hostile timestamp is refused where it comes in, not deep inside a window.
 EARLIEST = datetime(1000, 1, 1, tzinfo=timezone.utc)
@@ -121,10 +122,16 @@ class Alert(BaseModel):
 
     @field_validator("labels")
     @classmethod
-    def _needs_alertname(cls, labels: dict[str, str]) -> dict[str, str]:
-        if not labels.get("alertname"):
-            raise ValueError("alertname label is required")
+    def _needs_a_label(cls, labels: dict[str, str]) -> dict[str, str]:
+        # Alertmanager's own rule: a label, not an alertname (its API takes alerts without one and sends them on).
+        if not labels:
+            raise ValueError("an alert needs at least one label")
         return labels
+
+    @property
+    def name(self) -> str:
+        """The alertname label, or NO_ALERTNAME for an alert that came without one."""
+        return self.labels.get("alertname") or NO_ALERTNAME
 
     def model_post_init(self, _context: Any) -> None:
         if not self.fingerprint:

@@ -80,7 +80,7 @@ def read_history(path: str, identity: Identity) -> History:
                 key = (alert.fingerprint, alert.starts_at)
                 if alert.status == "firing" and key not in seen:
                     seen[key] = AlertSeen(alert.fingerprint, alert.starts_at, record.received_at,
-                                          alert.labels["alertname"], identity.service(alert.labels) or "-",
+                                          alert.name, identity.service(alert.labels) or "-",
                                           alert.labels.get("severity", ""))
     return History(sorted(seen.values(), key=lambda a: (a.first_seen, a.fingerprint)), per_hour)
 

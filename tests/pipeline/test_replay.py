@@ -4,6 +4,7 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,6 +110,15 @@ def test_an_output_that_cannot_be_written_is_a_clear_error(tmp_path, command):
     result = _run_cli(*command, "--out", str(tmp_path / "no-such-folder" / "out"))
     assert result.returncode == 2
     assert "--out: cannot write" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_alert_without_alertname_is_diagnosed_with_the_rest_of_its_group():
+    body = (Path(__file__).parents[1] / "fixtures" / "webhooks" / "no_alertname.json").read_text()
+    result = _run_cli("replay", "-", "--out", "-", stdin=json.dumps(json.loads(body)) + "\n")
+    assert result.returncode == 0, result.stderr
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert sorted(last["fingerprints"]) == ["535a47be8660ae43", "64574ea792b30f81"]  # as Alertmanager sent them
+    assert last["root_cause"]["alert"] == "(no alertname)" and last["paged_at"] is not None
 
 
 def test_replay_to_stdout_and_strict_mode_stops_at_a_bad_line(tmp_path):
