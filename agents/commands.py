@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from agents.options import add_kafka_options, kafka_of
+from agents.options import add_kafka_options, kafka_of, namespace, replicas
 from pipeline.alerts import InputError
 from pipeline.cli import add_pipeline_options, evidence_provider, load_parts
 
@@ -176,13 +176,14 @@ def register_topics(sub) -> None:
     topics_sub = parser.add_subparsers(title="actions", metavar="ACTION")
     create = topics_sub.add_parser("create", help="create missing topics and table changelogs with the admin client")
     add_kafka_options(create)
-    create.add_argument("--replicas", type=int, help="replication factor (default: the catalog's, capped by brokers)")
+    create.add_argument("--replicas", type=replicas, help="replication factor (default: the catalog's, capped by brokers)")
     create.set_defaults(run=run_topics_create)
     render = topics_sub.add_parser("render", help="write Strimzi KafkaTopic manifests and JSON Schemas")
     render.add_argument("--out", default="deploy/kafka", help="folder to write into (default deploy/kafka)")
     render.add_argument("--cluster", default="stormdrain", help="the strimzi.io/cluster label (default stormdrain)")
-    render.add_argument("--namespace", default="stormdrain", help="topic name prefix (default stormdrain)")
-    render.add_argument("--replicas", type=int, help="replication factor (default: the catalog's)")
+    render.add_argument("--namespace", default="stormdrain", type=namespace,
+                        help="topic name prefix (default stormdrain)")
+    render.add_argument("--replicas", type=replicas, help="replication factor (default: the catalog's)")
     render.set_defaults(run=run_topics_render)
 
 
