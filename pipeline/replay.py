@@ -22,6 +22,7 @@ from pipeline.alerts import (AlertRecord, InputError, Time, Webhook, parse_time,
                              validation_error)
 
 MAX_LINE_BYTES = 16 << 20
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -37,14 +38,15 @@ class Line:
 
 
 def open_input(path: str) -> IO[bytes]:
-    """Open a replay file (gzip by suffix) or standard input for "-"."""
+    """Open a replay file or standard input for "-"; gzip is told by its first bytes, so `-` takes it too."""
     if path == "-":
-        return sys.stdin.buffer
-    try:
-        raw = open(path, "rb")
-    except OSError as exc:
-        raise InputError(path, f"cannot open replay file: {exc.strerror}") from None
-    return gzip.open(raw) if path.endswith(".gz") else raw
+        raw = sys.stdin.buffer
+    else:
+        try:
+            raw = open(path, "rb")
+        except OSError as exc:
+            raise InputError(path, f"cannot open replay file: {exc.strerror}") from None
+    return gzip.open(raw) if raw.peek(2)[:2] == GZIP_MAGIC or path.endswith(".gz") else raw
 
 
 def read_lines(stream: IO[bytes], scope_of: Callable[[dict[str, str]], str],

@@ -121,6 +121,13 @@ def test_an_alert_without_alertname_is_diagnosed_with_the_rest_of_its_group():
     assert last["root_cause"]["alert"] == "(no alertname)" and last["paged_at"] is not None
 
 
+def test_a_gzip_storm_on_standard_input_is_read_as_gzip():
+    command = [sys.executable, "-m", "pipeline.cli", "replay", "-", "--graph", str(demo.GRAPH), "--out", "-"]
+    result = subprocess.run(command, capture_output=True, input=gzip.compress(demo.STORM.read_bytes()), timeout=120)
+    assert result.returncode == 0 and b"lines skipped  0" in result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["root_cause"]["service"] == "order-service"
+
+
 def test_replay_to_stdout_and_strict_mode_stops_at_a_bad_line(tmp_path):
     result = _run_cli("replay", "-", "--out", "-", "--strict", stdin="{}\n")
     assert result.returncode == 1 and "line 1" in result.stderr
