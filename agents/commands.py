@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from agents.options import add_kafka_options, kafka_of
+from agents.options import add_kafka_options, kafka_of, namespace, replicas
 from pipeline.alerts import InputError
 from pipeline.cli import add_pipeline_options, evidence_provider, load_parts
 
@@ -47,10 +47,8 @@ def run_bridge(args: argparse.Namespace) -> int:
     from topics.catalog import ALERTS_RAW
 
     kafka = kafka_of(args)
-    basic = _secret("STORMDRAIN_BRIDGE_BASIC_AUTH")
     settings = BridgeSettings(max_body=args.max_body, retry_after=args.retry_after,
-                              bearer_token=_secret("STORMDRAIN_BRIDGE_TOKEN"),
-                              basic_auth=tuple(basic.split(":", 1)) if basic else None)
+                              bearer_token=_secret("STORMDRAIN_BRIDGE_TOKEN"), basic_auth=basic_auth())
     publisher = Publisher(kafka.bootstrap, kafka.topic(ALERTS_RAW).name, args.publish_timeout, linger_ms=2,
                           max_batch_size=256 * 1024)
     app = build_app(publisher, Identity(load_config(args.config).identity), settings)
@@ -65,11 +63,34 @@ def run_bridge(args: argparse.Namespace) -> int:
 
 
 def _secret(name: str) -> str | None:
-    """A credential from the environment, or from the file an environment variable names."""
+    """A credential from the environment, or from the file an environment variable names.
+
+    A file that cannot be read, or is empty, stops the command: a bridge started with no usable credential
+    would answer every webhook 401, and Alertmanager drops a notification on a 4xx.
+    """
     if os.environ.get(name):
         return os.environ[name]
     path = os.environ.get(f"{name}_FILE")
-    return Path(path).read_text().strip() if path else None
+    if not path:
+        return None
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{name}_FILE", f"cannot read {path}: {exc}") from None
+    if not secret:
+        raise InputError(f"{name}_FILE", f"{path} is empty")
+    return secret
+
+
+def basic_auth() -> tuple[str, str] | None:
+    """STORMDRAIN_BRIDGE_BASIC_AUTH (or its _FILE) as (user, password); anything but user:password stops the bridge."""
+    basic = _secret("STORMDRAIN_BRIDGE_BASIC_AUTH")
+    if basic is None:
+        return None
+    user, colon, password = basic.partition(":")
+    if not (user and colon and password):
+        raise InputError("STORMDRAIN_BRIDGE_BASIC_AUTH", "expected user:password, both not empty")
+    return user, password
 
 
 def register_worker(sub) -> None:
@@ -176,13 +197,14 @@ def register_topics(sub) -> None:
     topics_sub = parser.add_subparsers(title="actions", metavar="ACTION")
     create = topics_sub.add_parser("create", help="create missing topics and table changelogs with the admin client")
     add_kafka_options(create)
-    create.add_argument("--replicas", type=int, help="replication factor (default: the catalog's, capped by brokers)")
+    create.add_argument("--replicas", type=replicas, help="replication factor (default: the catalog's, capped by brokers)")
     create.set_defaults(run=run_topics_create)
     render = topics_sub.add_parser("render", help="write Strimzi KafkaTopic manifests and JSON Schemas")
     render.add_argument("--out", default="deploy/kafka", help="folder to write into (default deploy/kafka)")
     render.add_argument("--cluster", default="stormdrain", help="the strimzi.io/cluster label (default stormdrain)")
-    render.add_argument("--namespace", default="stormdrain", help="topic name prefix (default stormdrain)")
-    render.add_argument("--replicas", type=int, help="replication factor (default: the catalog's)")
+    render.add_argument("--namespace", default="stormdrain", type=namespace,
+                        help="topic name prefix (default stormdrain)")
+    render.add_argument("--replicas", type=replicas, help="replication factor (default: the catalog's)")
     render.set_defaults(run=run_topics_render)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass
 
 from topics.catalog import NAMESPACE, TABLES, TOPICS, Topic
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+# A namespace starts every topic name, consumer group and rendered file name: Kafka's topic characters only.
+_NAMESPACE = re.compile(r"^[a-zA-Z0-9._-]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,23 @@ class Kafka:
 def add_kafka_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", default=os.environ.get("STORMDRAIN_BOOTSTRAP", DEFAULT_BOOTSTRAP),
                         help="Kafka bootstrap servers, host:port[,host:port] (env STORMDRAIN_BOOTSTRAP)")
-    parser.add_argument("--namespace", default=os.environ.get("STORMDRAIN_NAMESPACE", NAMESPACE),
+    parser.add_argument("--namespace", default=os.environ.get("STORMDRAIN_NAMESPACE", NAMESPACE), type=namespace,
                         help="prefix of every topic name and consumer group (env STORMDRAIN_NAMESPACE)")
+
+
+def namespace(text: str) -> str:
+    """A --namespace value that can prefix a Kafka topic name, or an argparse error that says why not."""
+    if not _NAMESPACE.match(text):
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} cannot prefix a topic name: use letters, digits, "
+                                         "'.', '_' and '-', at most 100")
+    return text
+
+
+def replicas(text: str) -> int:
+    """A --replicas value: a replication factor of one or more."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a replication factor (1 or more)")
+    return int(text)
 
 
 def kafka_of(args: argparse.Namespace) -> Kafka:

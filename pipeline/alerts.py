@@ -29,6 +29,11 @@ FNV_OFFSET = 14695981039346656037
 FNV_PRIME = 1099511628211
 MASK64 = (1 << 64) - 1
 SEPARATOR = 0xFF
+NO_ALERTNAME = "(no alertname)"
+# Windows, retentions and look-backs are added to and taken from times: within these bounds every result
+# is still a time, so a hostile timestamp is refused where it comes in, not deep inside a window.
+EARLIEST = datetime(1000, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 
 class InputError(ValueError):
@@ -48,11 +53,18 @@ def _utc(value: datetime) -> datetime:
     return value if value.utcoffset() == _ZERO else value.astimezone(timezone.utc)
 
 
+def _utc_in_range(value: datetime) -> datetime:
+    """In UTC and between EARLIEST and LATEST, or a ValueError that says so."""
+    if not EARLIEST <= value <= LATEST:  # compared before converting: a time of year 1 or 9999 may not convert
+        raise ValueError(f"time is out of range: must fall between the years {EARLIEST.year} and {LATEST.year}")
+    return _utc(value)
+
+
 def _utc_or_unset(value: datetime | None) -> datetime | None:
     """Aware UTC, with Alertmanager's zero time (year 1) meaning "not set"."""
     if value is None or value.year == 1:
         return None
-    return _utc(value)
+    return _utc_in_range(value)
 
 
 def format_time(value: datetime | None) -> str | None:
@@ -64,7 +76,7 @@ def format_time(value: datetime | None) -> str | None:
 
 # Times are parsed by pydantic's own parser (RFC 3339 with any fraction and offset; it is
 # lenient enough to take a space for the T and unix seconds too) and must carry an offset.
-Time = Annotated[AwareDatetime, AfterValidator(_utc), PlainSerializer(format_time, return_type=str)]
+Time = Annotated[AwareDatetime, AfterValidator(_utc_in_range), PlainSerializer(format_time, return_type=str)]
 OptionalTime = Annotated[
     AwareDatetime | None,
     AfterValidator(_utc_or_unset),
@@ -78,7 +90,7 @@ def parse_time(value: Any) -> datetime | None:
     try:
         return _TIME.validate_python(value)
     except ValidationError as exc:
-        raise ValueError(exc.errors()[0]["msg"]) from None
+        raise ValueError(validation_error(exc).reason) from None
 
 
 Labels = dict[str, StrictStr]
@@ -110,10 +122,16 @@ class Alert(BaseModel):
 
     @field_validator("labels")
     @classmethod
-    def _needs_alertname(cls, labels: dict[str, str]) -> dict[str, str]:
-        if not labels.get("alertname"):
-            raise ValueError("alertname label is required")
+    def _needs_a_label(cls, labels: dict[str, str]) -> dict[str, str]:
+        # Alertmanager's own rule: a label, not an alertname (its API takes alerts without one and sends them on).
+        if not labels:
+            raise ValueError("an alert needs at least one label")
         return labels
+
+    @property
+    def name(self) -> str:
+        """The alertname label, or NO_ALERTNAME for an alert that came without one."""
+        return self.labels.get("alertname") or NO_ALERTNAME
 
     def model_post_init(self, _context: Any) -> None:
         if not self.fingerprint:

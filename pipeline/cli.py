@@ -22,7 +22,7 @@ from pipeline.bench import history as bench_history
 from pipeline.graph import ServiceGraph, load_graph
 from pipeline.history import open_store
 from pipeline.render import render_page
-from pipeline.replay import read_lines, write_ndjson
+from pipeline.replay import read_lines, write_ndjson, write_output
 from pipeline.runbooks import Catalog, load_catalog
 from pipeline.summary import ReplaySummary
 
@@ -169,7 +169,7 @@ def run_bench_storms(args: argparse.Namespace) -> int:
         intercept, slope = fit_platt(ours.outcomes)
         print(f"\nfitted calibration:\nrank:\n  calibration: {{intercept: {intercept}, slope: {slope}}}")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_output(args.out, json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -197,7 +197,7 @@ def run_bench_nezha(args: argparse.Namespace) -> int:
     if outcomes:
         print("\n" + reliability_text(outcomes, f"confidence reliability (the page of each labelled fault: "
                                                  f"{len(outcomes)} of {len(result['faults'])} faults)"))
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_output(args.out, json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.alerts import InputError, validation_error
 
 MAX_CONFIG_BYTES = 1 << 20
+# Durations are added to event times: a bound keeps every sum a time (ten years is past any window).
+MAX_DURATION = timedelta(days=3650)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -33,6 +35,8 @@ def parse_duration(value: Any) -> timedelta:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if not seconds <= MAX_DURATION.total_seconds():  # also NaN and infinity
+        raise ValueError(f"a duration must be at most {MAX_DURATION.days}d")
     return timedelta(seconds=seconds)
 
 
@@ -46,6 +50,9 @@ def check_regex(value: str) -> str:
     except re.error as exc:
         raise ValueError(f"not a regular expression: {exc}") from None
     return value
+
+
+Regex = Annotated[str, AfterValidator(check_regex)]
 
 
 class _Frozen(BaseModel):
@@ -71,7 +78,7 @@ class IdentityConfig(_Frozen):
     )
     pod_label: str = "pod"
     # Values that name a scraper or exporter, not the service that is failing.
-    ignore_values: str = (
+    ignore_values: Regex = (
         r"^(kube-state-metrics|kubelet|cadvisor|node|node-exporter|apiserver|prometheus"
         r"|kubernetes-.*|.*[-_]exporter|blackbox|pushgateway|POD)$"
     )
@@ -354,3 +361,5 @@ def read_structured(path: str | Path, what: str, limit: int = MAX_CONFIG_BYTES) 
         return yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InputError(str(path), f"{what} file is not valid {path.suffix or 'YAML'}: {exc}") from None
+    except RecursionError:
+        raise InputError(str(path), f"{what} file is nested too deeply") from None

@@ -348,7 +348,7 @@ def summarise(summary: ServiceSummary, record: AlertRecord, onset: datetime, con
     labels = record.alert.labels
     severity = labels.get("severity", "").lower() or "unknown"
     score = config.rank.severities.get(severity, 0.5)
-    name = labels["alertname"]
+    name = record.alert.name
     update: dict[str, Any] = {"alerts": summary.alerts + 1, "firing": summary.firing + 1}
     if summary.alerts == 0 or onset < summary.first_onset:
         update.update(first_onset=onset, first_alert=name, first_summary=_summary_text(record),

@@ -151,7 +151,7 @@ def _graph_from_csv(path: Path) -> GraphFile:
         if path.stat().st_size > MAX_GRAPH_BYTES:
             raise InputError(str(path), f"graph file is over the {MAX_GRAPH_BYTES} byte limit")
         rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(str(path), f"cannot read graph file: {exc}") from None
     columns = (("source", "target"), ("from", "to"), ("Source", "Target"))
     names = next((pair for pair in columns if rows and set(pair) <= set(rows[0])), None)

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
@@ -28,6 +29,7 @@ import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from pipeline.alerts import InputError
 from pipeline.config import EvidenceConfig, GraphQuery, Signal
 from pipeline.evidence import (EvidenceRequest, IncidentEvidence, Series, SignalEvidence, Window, assess,
                                service_scores, window_for)
@@ -54,8 +56,20 @@ def render(template: str, service: str, pod_pattern: str) -> str:
 
 def client_for(url: str, timeout: timedelta) -> PrometheusConnect:
     """A client that fails fast: no retries (the deadline is ours), one timeout per request."""
-    return PrometheusConnect(url=url.rstrip("/"), retry=Retry(total=0, connect=0, read=0, redirect=0),
+    return PrometheusConnect(url=http_url(url).rstrip("/"), retry=Retry(total=0, connect=0, read=0, redirect=0),
                              timeout=max(timeout.total_seconds(), 0.1))
+
+
+def http_url(url: str) -> str:
+    """A Prometheus URL as given, once it reads as http(s)://host; otherwise an InputError that names it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError as exc:
+        raise InputError(url[:200], f"not a Prometheus URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(url[:200], "not a Prometheus URL: expected http://host:port or https://host:port")
+    return url
 
 
 @dataclass(frozen=True)

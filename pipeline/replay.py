@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import sys
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from pipeline.alerts import (AlertRecord, InputError, Time, Webhook, parse_time,
                              validation_error)
 
 MAX_LINE_BYTES = 16 << 20
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -36,24 +38,29 @@ class Line:
 
 
 def open_input(path: str) -> IO[bytes]:
-    """Open a replay file (gzip by suffix) or standard input for "-"."""
+    """Open a replay file or standard input for "-"; gzip is told by its first bytes, so `-` takes it too."""
     if path == "-":
-        return sys.stdin.buffer
-    try:
-        raw = open(path, "rb")
-    except OSError as exc:
-        raise InputError(path, f"cannot open replay file: {exc.strerror}") from None
-    return gzip.open(raw) if path.endswith(".gz") else raw
+        raw = sys.stdin.buffer
+    else:
+        try:
+            raw = open(path, "rb")
+        except OSError as exc:
+            raise InputError(path, f"cannot open replay file: {exc.strerror}") from None
+    return gzip.open(raw) if raw.peek(2)[:2] == GZIP_MAGIC or path.endswith(".gz") else raw
 
 
 def read_lines(stream: IO[bytes], scope_of: Callable[[dict[str, str]], str],
                limit: int = MAX_LINE_BYTES) -> Iterator[Line]:
-    """Yield one Line per non-blank input line."""
-    for number, raw in enumerate(_bounded_lines(stream, limit), start=1):
-        if raw is None:
-            yield Line(number, limit + 1, error=InputError(f"line {number}", f"line is over the {limit} byte limit"))
-        elif raw.strip():
-            yield parse_line(raw, number, scope_of)
+    """Yield one Line per non-blank input line; a stream that breaks off (a cut .gz) ends with an error Line."""
+    number = 0
+    try:
+        for number, raw in enumerate(_bounded_lines(stream, limit), start=1):
+            if raw is None:
+                yield Line(number, limit + 1, error=InputError(f"line {number}", f"line is over the {limit} byte limit"))
+            elif raw.strip():
+                yield parse_line(raw, number, scope_of)
+    except (EOFError, OSError, zlib.error) as exc:
+        yield Line(number + 1, 0, error=InputError(f"line {number + 1}", f"the input breaks off here: {exc}"))
 
 
 class Envelope(BaseModel):
@@ -76,6 +83,8 @@ def parse_line(raw: bytes, number: int, scope_of: Callable[[dict[str, str]], str
         obj = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return Line(number, len(raw), error=InputError(where, f"not JSON: {exc}"))
+    except RecursionError:
+        return Line(number, len(raw), error=InputError(where, "JSON nested too deeply"))
     try:
         kind, received_at, records = _records(obj, scope_of)
     except InputError as exc:
@@ -162,4 +171,17 @@ def _bounded_lines(stream: IO[bytes], limit: int) -> Iterator[bytes | None]:
 def write_ndjson(path: str) -> IO[str]:
     if path == "-":
         return io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", line_buffering=False)
-    return Path(path).open("w", encoding="utf-8")
+    return _open_out(path)
+
+
+def write_output(path: str, text: str) -> None:
+    """Write a command's --out file; a path that cannot be written is an InputError, not a traceback."""
+    with _open_out(path) as out:
+        out.write(text)
+
+
+def _open_out(path: str) -> IO[str]:
+    try:
+        return Path(path).open("w", encoding="utf-8")
+    except OSError as exc:
+        raise InputError("--out", f"cannot write {path}: {exc.strerror}") from None

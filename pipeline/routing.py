@@ -319,6 +319,8 @@ def parse_alertmanager_config(text: str, where: str = "alertmanager.yml") -> Ale
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InputError(where, f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise InputError(where, "Alertmanager config is nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError(where, "an Alertmanager config must be a YAML mapping with a route")
     _bounded(data, where)

@@ -126,6 +126,7 @@ def _prometheus_history(args: argparse.Namespace, start: datetime, end: datetime
     from prometheus_api_client import PrometheusConnect
     from urllib3.util.retry import Retry
 
+    from pipeline.metrics import http_url
     from pipeline.sources_prometheus import read_alert_history
 
     chunk = parse_duration(args.chunk)
@@ -133,7 +134,7 @@ def _prometheus_history(args: argparse.Namespace, start: datetime, end: datetime
         raise InputError("--chunk", "must be longer than zero")
     send = sender(args.alertmanager_config, tuple(args.receiver or ()))  # a bad config stops us before any query
     retry = Retry(total=2, backoff_factor=0.5, status_forcelist=(502, 503, 504))  # a proxy's hiccup, not a bad query
-    client = PrometheusConnect(args.from_prometheus, timeout=60, retry=retry)
+    client = PrometheusConnect(http_url(args.from_prometheus), timeout=60, retry=retry)
     history = read_alert_history(client, start, end, chunk)
     for note in history.notes:
         print(f"stormdrain: note: {note}", file=sys.stderr)

@@ -32,6 +32,7 @@ from pipeline.bench.history import truth_path
 from pipeline.bench.storms import Fault, Storm
 from pipeline.config import Config, load_config
 from pipeline.diagnose import Diagnosis
+from pipeline.replay import write_output
 
 MAX_VARIANTS = 256
 PROGRESS_BYTES = 1 << 20  # a worker reports its progress every MiB
@@ -325,7 +326,7 @@ def run_tune(args: argparse.Namespace) -> int:
     print(f"{len(outcomes)} configurations x {outcomes[0].alerts} alerts in {seconds:.1f}s on "
           f"{min(args.jobs, len(jobs))} processes: {alerts / seconds:.0f} alerts/s", file=sys.stderr)
     if args.out:
-        Path(args.out).write_text(json.dumps({"seconds": round(seconds, 2), "alerts_per_second": round(alerts / seconds),
+        write_output(args.out, json.dumps({"seconds": round(seconds, 2), "alerts_per_second": round(alerts / seconds),
                                               "variants": [o.figures() for o in outcomes]}, indent=2) + "\n")
     return 0
 

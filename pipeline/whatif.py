@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.config import load_config
 from pipeline.diagnose import Diagnosis
 from pipeline.identity import Identity
-from pipeline.replay import open_input, read_lines
+from pipeline.replay import open_input, read_lines, write_output
 from pipeline.tune import Job, Outcome, Variant, add_scoring_options, run_jobs, scoring
 
 NEAR = timedelta(minutes=50)  # how far from an incident an alert of its fingerprint may still be its
@@ -80,7 +80,7 @@ def read_history(path: str, identity: Identity) -> History:
                 key = (alert.fingerprint, alert.starts_at)
                 if alert.status == "firing" and key not in seen:
                     seen[key] = AlertSeen(alert.fingerprint, alert.starts_at, record.received_at,
-                                          alert.labels["alertname"], identity.service(alert.labels) or "-",
+                                          alert.name, identity.service(alert.labels) or "-",
                                           alert.labels.get("severity", ""))
     return History(sorted(seen.values(), key=lambda a: (a.first_seen, a.fingerprint)), per_hour)
 
@@ -215,7 +215,7 @@ def run_whatif(args: argparse.Namespace) -> int:
                 keep_versions=True) for name, config in zip(names, (current, proposed))]
     outcomes = run_jobs(jobs, min(args.jobs, 2))
     comparison = compare(*outcomes, read_history(args.history, Identity(current.identity)))
-    Path(args.out).write_text(render(comparison, names, zone), encoding="utf-8")
+    write_output(args.out, render(comparison, names, zone))
     print(summary(comparison, names))
     print(f"report: {args.out}", file=sys.stderr)
     return 0

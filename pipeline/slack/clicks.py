@@ -75,7 +75,7 @@ def parse_payload(body: bytes) -> BlockActions | None:
     try:
         fields = parse_qs(body.decode("utf-8"), strict_parsing=True, max_num_fields=10)
         raw = json.loads(fields["payload"][0])
-    except (UnicodeDecodeError, ValueError, KeyError):
+    except (UnicodeDecodeError, ValueError, KeyError, RecursionError):
         raise InputError("payload", "the body must be form-encoded with payload=<JSON>") from None
     if not isinstance(raw, dict):
         raise InputError("payload", "the payload must be a JSON object")

@@ -131,6 +131,7 @@ def test_an_oversized_body_gets_413_and_publishes_nothing():
     b"payload=",
     b"payload=%5B1%2C2%5D",  # a JSON list
     urlencode({"payload": "{"}).encode(),
+    urlencode({"payload": "[" * 100_000 + "]" * 100_000}).encode(),  # nested past any parser's depth
     click(value="not json"),
     click(value=json.dumps({"a": "approve", "i": PAGE.incident_id, "v": 0, "r": "RB-DB-001"})),  # version 0
     click(value=json.dumps({"a": "approve", "i": PAGE.incident_id, "v": 1})),  # an approval with no runbook

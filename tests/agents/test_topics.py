@@ -58,3 +58,28 @@ def test_a_manifest_per_topic_with_its_configs():
     raw = next(d for d in docs if d["spec"]["topicName"] == "stormdrain.alerts.raw")
     assert raw["metadata"]["labels"] == {"strimzi.io/cluster": "prod"} and raw["spec"]["replicas"] == 3
     assert json.loads(json.dumps(DIAGNOSES.schema()))["title"] == "Diagnosis"
+
+
+@pytest.mark.parametrize("args", [
+    ["--namespace", "../../etc/cron.d"],  # would write the schemas outside --out
+    ["--namespace", "prod eu!"],  # no Kafka topic can carry it
+    ["--namespace", ""],
+    ["--replicas", "0"],
+    ["--replicas", "-2"],
+])
+def test_topics_render_refuses_a_namespace_or_replication_kafka_cannot_take_and_writes_nothing(tmp_path, args):
+    from pipeline.cli import main
+
+    out = tmp_path / "kafka"
+    with pytest.raises(SystemExit) as done:
+        main(["topics", "render", "--out", str(out), *args])
+    assert done.value.code == 2
+    assert not out.exists() and not (tmp_path / "etc").exists()
+
+
+def test_topics_render_takes_a_namespace_with_dots_and_writes_inside_out(tmp_path):
+    from pipeline.cli import main
+
+    assert main(["topics", "render", "--out", str(tmp_path), "--namespace", "prod.eu-1", "--replicas", "3"]) == 0
+    assert (tmp_path / "schemas" / "prod.eu-1.alerts.raw.key.json").exists()
+    assert all(d["spec"]["replicas"] == 3 for d in yaml.safe_load_all((tmp_path / "topics.yaml").read_text()))

@@ -73,9 +73,13 @@ def test_a_sent_fingerprint_is_kept_as_sent():
         (lambda b: b.update(version="3"), "version"),
         (lambda b: b.pop("alerts"), "alerts"),
         (lambda b: b.update(alerts="many"), "alerts"),
-        (lambda b: b["alerts"][0]["labels"].pop("alertname"), "alerts.0.labels"),
+        (lambda b: b["alerts"][0].update(labels={}), "alerts.0.labels"),  # Alertmanager refuses it too
         (lambda b: b["alerts"][0]["labels"].update(replicas=3), "alerts.0.labels.replicas"),
         (lambda b: b["alerts"][0].update(startsAt="last tuesday"), "alerts.0.startsAt"),
+        # times that no window can be added to or taken from
+        (lambda b: b["alerts"][0].update(startsAt="9999-12-31T23:59:59Z"), "alerts.0.startsAt"),
+        (lambda b: b["alerts"][0].update(startsAt="0001-01-01T00:00:01+05:00"), "alerts.0.startsAt"),
+        (lambda b: b["alerts"][0].update(endsAt="9999-12-31T23:59:59-05:00"), "alerts.0.endsAt"),
         (lambda b: b["alerts"][0].update(status="exploding"), "alerts.0.status"),
         (lambda b: b.update(truncatedAlerts=-1), "truncatedAlerts"),
         (lambda b: b["alerts"][0].update(annotations=["x"]), "alerts.0.annotations"),

@@ -48,6 +48,8 @@ def test_names_match_ignoring_case():
         ("[1, 2]", ".json", ""),
         ("{not json", ".json", ""),
         ("a: &x [1]\nb: *x\n", ".yaml", ""),  # aliases are refused: no billion laughs
+        ('{"nodes": ' + "[" * 100_000 + "]" * 100_000 + "}", ".json", ""),  # nested past the parser's depth
+        ("source,target\na,\"" + "b" * 200_000 + "\"\n", ".csv", ""),  # a field over the CSV reader's limit
     ],
 )
 def test_a_bad_graph_file_names_file_and_field(tmp_path, content, suffix, field):

@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.config import EvidenceConfig, Signal, load_config
 from pipeline.alerts import InputError
+from pipeline.bench import demo
 from pipeline.evidence import EvidenceRequest
 from pipeline.metrics import PrometheusEvidence, _series, _status, merged_graph, render
 from tests.timeline import at, graph_of
@@ -91,3 +92,12 @@ def test_the_default_signals_cover_resources_saturation_errors_latency_and_traff
     names = {s.name for s in EvidenceConfig().signals}
     assert {"cpu", "memory", "throttling", "restarts", "errors", "latency", "throughput"} <= names
     assert all(isinstance(s, Signal) and "$" in s.query for s in EvidenceConfig().signals)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "prometheus:9090", "ftp://prometheus", "http://prometheus:99999"])
+def test_a_prometheus_url_that_cannot_be_one_is_a_clear_error_at_start(url, capsys):
+    from pipeline.cli import main
+
+    for option in ("--prometheus", "--discover-graph"):
+        assert main(["replay", str(demo.STORM), option, url, "--out", "-"]) == 2
+        assert f"stormdrain: {url}: not a Prometheus URL" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,8 @@ def test_each_line_format_is_detected_with_its_event_time():
         (b'{"received_at": "2024-01-01T00:00:00Z", "webhook": {"alerts": [{"labels": {}}]}}', "webhook.alerts.0"),
         (b'{"version": "4", "alerts": []}', "no event time"),
         (b"\xff\xfe", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"received_at": "9999-12-31T23:59:59Z", "webhook": {"alerts": []}}', "received_at"),
     ],
 )
 def test_a_bad_line_is_reported_by_number_and_field(raw, message):
@@ -82,6 +85,47 @@ def test_replay_writes_every_contract_field_for_an_envelope_storm_and_a_json_gra
     assert diagnoses[-1]["root_cause"]["service"] == "orders"
     assert "webhooks" in result.stderr and "lines skipped" in result.stderr
     assert "line 3" in result.stderr  # the garbage line, named
+
+
+def test_a_cut_gzip_file_is_reported_and_what_was_read_is_still_diagnosed(tmp_path):
+    storm = tmp_path / "storm.ndjson.gz"
+    whole = gzip.compress(demo.STORM.read_bytes())
+    storm.write_bytes(whole[:len(whole) // 2])
+    out = tmp_path / "out.ndjson"
+    result = _run_cli("replay", str(storm), "--out", str(out))
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "breaks off" in result.stderr
+    assert out.read_text().splitlines()  # the incidents of the lines before the cut
+
+
+@pytest.mark.parametrize("command", [
+    ["replay", str(demo.STORM)],
+    ["tune", str(demo.STORM), "--grid", "incidents.hold=30s", "--jobs", "1", "--no-progress"],
+    ["report", "whatif", "--history", str(demo.STORM), "--proposed", "PROPOSED", "--jobs", "1"],
+])
+def test_an_output_that_cannot_be_written_is_a_clear_error(tmp_path, command):
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text("incidents: {gap: 10m}\n")
+    command = [str(proposed) if part == "PROPOSED" else part for part in command]
+    result = _run_cli(*command, "--out", str(tmp_path / "no-such-folder" / "out"))
+    assert result.returncode == 2
+    assert "--out: cannot write" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_alert_without_alertname_is_diagnosed_with_the_rest_of_its_group():
+    body = (Path(__file__).parents[1] / "fixtures" / "webhooks" / "no_alertname.json").read_text()
+    result = _run_cli("replay", "-", "--out", "-", stdin=json.dumps(json.loads(body)) + "\n")
+    assert result.returncode == 0, result.stderr
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert sorted(last["fingerprints"]) == ["535a47be8660ae43", "64574ea792b30f81"]  # as Alertmanager sent them
+    assert last["root_cause"]["alert"] == "(no alertname)" and last["paged_at"] is not None
+
+
+def test_a_gzip_storm_on_standard_input_is_read_as_gzip():
+    command = [sys.executable, "-m", "pipeline.cli", "replay", "-", "--graph", str(demo.GRAPH), "--out", "-"]
+    result = subprocess.run(command, capture_output=True, input=gzip.compress(demo.STORM.read_bytes()), timeout=120)
+    assert result.returncode == 0 and b"lines skipped  0" in result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["root_cause"]["service"] == "order-service"
 
 
 def test_replay_to_stdout_and_strict_mode_stops_at_a_bad_line(tmp_path):

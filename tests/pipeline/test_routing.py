@@ -132,6 +132,7 @@ ROUTE = "route: {receiver: a}\nreceivers: [{name: a}]\n"
      "receivers.0.webhook_configs.0", "send_resolved"),
     (ROUTE + "inhibit_rules: [{source_matchers: ['a=~\"[\"'], equal: [x]}]\n", "inhibit_rules.0",
      "bad regular expression"),
+    ("route: " + "[" * 2000 + "]" * 2000 + "\n", "", "nested too deeply"),
 ])
 def test_a_bad_config_names_the_field(text, where, message):
     with pytest.raises(InputError) as error:
