@@ -2,8 +2,9 @@
 
 `POST /alerts` answers 200 only once the broker has acknowledged every record
 of the webhook. Bad input is refused whole, before anything is sent: 400 for
-JSON or schema errors (the error names the field), 413 over the size limits,
-415 for a body that is not JSON, 401 without the configured credentials. A
+JSON or schema errors (the error names the field), 413 over the body limit or
+for an alert whose labels alone are over the record limit (long annotations
+are cut to fit instead, saying so), 415 for a body that is not JSON, 401 without the configured credentials. A
 broker that is away or slow gets 503 with Retry-After: Alertmanager retries a
 5xx but drops a notification for good on any 4xx, so a valid webhook never
 gets one. The receive time is the event time: it goes into every record and
@@ -24,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import ValidationError
 
 from agents.producer import Publisher, Unavailable
-from pipeline.alerts import AlertRecord, InputError, Webhook, split_webhook, validation_error
+from pipeline.alerts import AlertRecord, InputError, Webhook, encode_within, split_webhook, validation_error
 from pipeline.identity import Identity
 
 MIB = 1 << 20
@@ -35,7 +36,7 @@ JSON_TYPES = ("application/json",)
 class BridgeSettings:
     """Limits and credentials of the bridge."""
 
-    max_body: int = 8 * MIB
+    max_body: int = 32 * MIB  # a group of about 40,000 alerts
     max_record: int = MIB // 2  # far below the broker's default 1 MiB message limit
     retry_after: int = 5
     bearer_token: str | None = None
@@ -101,11 +102,12 @@ class _Bridge:
             records = await self._records(request, received_at)
         except _Refused as refused:
             return _json(refused.status, refused.error.as_json())
-        encoded = [(r.scope.encode(), r.model_dump_json().encode()) for r in records]
-        too_big = next((i for i, (_, v) in enumerate(encoded) if len(v) > self.settings.max_record), None)
+        values = [encode_within(r, self.settings.max_record) for r in records]
+        too_big = next((i for i, value in enumerate(values) if value is None), None)
         if too_big is not None:
-            return _json(413, InputError(f"alerts.{too_big}", f"one alert is {len(encoded[too_big][1])} bytes, "
-                                         f"over the {self.settings.max_record} byte record limit").as_json())
+            return _json(413, InputError(f"alerts.{too_big}.labels", f"the labels of one alert are over the "
+                                         f"{self.settings.max_record} byte record limit").as_json())
+        encoded = [(r.scope.encode(), value) for r, value in zip(records, values)]
         try:
             await self.publisher.publish(encoded, int(received_at.timestamp() * 1000))
         except Unavailable as exc:

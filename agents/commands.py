@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 from agents.options import add_kafka_options, kafka_of, namespace, replicas
+from pipeline.arguments import count, positive_seconds
 from pipeline.alerts import InputError
 from pipeline.cli import add_pipeline_options, evidence_provider, load_parts
 
@@ -26,10 +27,11 @@ def register_bridge(sub) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.add_argument("--config", help="configuration file (its identity section names the scope labels)")
-    parser.add_argument("--max-body", type=int, default=8 * MIB, help="largest webhook body in bytes (default 8 MiB)")
-    parser.add_argument("--publish-timeout", type=float, default=5.0,
+    parser.add_argument("--max-body", type=count, default=32 * MIB,
+                        help="largest webhook body in bytes (default 32 MiB, about 40,000 alerts)")
+    parser.add_argument("--publish-timeout", type=positive_seconds, default=5.0,
                         help="seconds to wait for Kafka's acknowledgement before answering 503 (default 5)")
-    parser.add_argument("--retry-after", type=int, default=5, help="Retry-After seconds on a 503 (default 5)")
+    parser.add_argument("--retry-after", type=count, default=5, help="Retry-After seconds on a 503 (default 5)")
     parser.epilog = ("Credentials, when set, are required: STORMDRAIN_BRIDGE_TOKEN (bearer) and/or "
                      "STORMDRAIN_BRIDGE_BASIC_AUTH (user:password), or the same names with _FILE pointing to a file. "
                      "SLACK_SIGNING_SECRET (or SLACK_SIGNING_SECRET_FILE) adds POST /slack/actions for Slack's "
@@ -99,12 +101,12 @@ def register_worker(sub) -> None:
     add_pipeline_options(parser)
     parser.add_argument("--datadir", default=os.environ.get("STORMDRAIN_DATADIR", ".stormdrain/worker"),
                         help="where the RocksDB state lives (env STORMDRAIN_DATADIR)")
-    parser.add_argument("--save-every", type=float, default=1.0, help="seconds between state saves (default 1)")
-    parser.add_argument("--tick-every", type=float, default=0.2,
+    parser.add_argument("--save-every", type=positive_seconds, default=1.0, help="seconds between state saves (default 1)")
+    parser.add_argument("--tick-every", type=positive_seconds, default=0.2,
                         help="seconds between ticks that move event time on; 0 turns the ticker off (default 0.2)")
-    parser.add_argument("--session-timeout", type=float, default=10.0,
+    parser.add_argument("--session-timeout", type=positive_seconds, default=10.0,
                         help="seconds before a silent worker's partitions move to another (default 10)")
-    parser.add_argument("--replication", type=int, default=1, help="replication of topics faust creates itself")
+    parser.add_argument("--replication", type=replicas, default=1, help="replication of topics faust creates itself")
     parser.add_argument("--loglevel", default="info", help="faust log level (default info)")
     parser.set_defaults(run=run_worker)
 
@@ -161,7 +163,7 @@ def register_executor(sub) -> None:
     parser.add_argument("--group", help="consumer group (default NAMESPACE.executor)")
     parser.add_argument("--approver-groups",
                         help="YAML or JSON {slack group id: [user ids]} for the catalog's approver groups")
-    parser.add_argument("--max-concurrent", type=int, default=2, help="runs at a time over all targets (default 2)")
+    parser.add_argument("--max-concurrent", type=count, default=2, help="runs at a time over all targets (default 2)")
     parser.add_argument("--approval-ttl", default="15m", help="an older approval is refused (default 15m)")
     parser.add_argument("--lookback", default="24h", help="diagnoses re-read on start (default 24h)")
     parser.add_argument("--max-poll-interval-ms", type=int, default=300_000, help=argparse.SUPPRESS)

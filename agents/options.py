@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from pipeline.arguments import at_least
 from topics.catalog import NAMESPACE, TABLES, TOPICS, Topic
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -47,11 +48,7 @@ def namespace(text: str) -> str:
     return text
 
 
-def replicas(text: str) -> int:
-    """A --replicas value: a replication factor of one or more."""
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a replication factor (1 or more)")
-    return int(text)
+replicas = at_least(1, int, "replication factor")
 
 
 def kafka_of(args: argparse.Namespace) -> Kafka:

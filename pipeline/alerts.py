@@ -29,11 +29,12 @@ FNV_OFFSET = 14695981039346656037
 FNV_PRIME = 1099511628211
 MASK64 = (1 << 64) - 1
 SEPARATOR = 0xFF
+CUT_MARK = "… [cut by stormdrain: "
+GENERATOR_URL = "\0generatorURL"  # not a possible annotation name
 NO_ALERTNAME = "(no alertname)"
 # Windows, retentions and look-backs are added to and taken from times: within these bounds every result
 # is still a time, so a hostile timestamp is refused where it comes in, not deep inside a window.
-EARLIEST = datetime(1000, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+YEARS = range(1000, 9000)  # a time outside these years is refused; inside them, any offset converts to UTC
 
 
 class InputError(ValueError):
@@ -54,9 +55,9 @@ def _utc(value: datetime) -> datetime:
 
 
 def _utc_in_range(value: datetime) -> datetime:
-    """In UTC and between EARLIEST and LATEST, or a ValueError that says so."""
-    if not EARLIEST <= value <= LATEST:  # compared before converting: a time of year 1 or 9999 may not convert
-        raise ValueError(f"time is out of range: must fall between the years {EARLIEST.year} and {LATEST.year}")
+    """In UTC and within YEARS, or a ValueError that says so."""
+    if value.year not in YEARS:  # checked before converting: a time of year 1 or 9999 may not convert
+        raise ValueError(f"time is out of range: must fall between the years {YEARS.start} and {YEARS.stop}")
     return _utc(value)
 
 
@@ -190,6 +191,29 @@ class AlertRecord(BaseModel):
     def identity(self) -> tuple[str, datetime]:
         """Alert identity for dedupe: fingerprint plus startsAt."""
         return self.alert.fingerprint, self.alert.starts_at
+
+
+def encode_within(record: AlertRecord, limit: int) -> bytes | None:
+    """The record as JSON of at most `limit` bytes, or None when its labels alone do not fit.
+
+    Labels are the alert's identity and are never cut; the longest annotation values
+    (and the generator URL) are cut, each saying how much it lost, until the record fits.
+    """
+    encoded = record.model_dump_json().encode()
+    alert = record.alert
+    while len(encoded) > limit:
+        texts = {**alert.annotations, GENERATOR_URL: alert.generator_url}
+        name = max(texts, key=lambda k: len(texts[k]))
+        value = texts[name]
+        over = len(encoded) - limit + len(CUT_MARK) + 20
+        if len(value) <= len(CUT_MARK) + 20:
+            return None
+        keep = max(0, len(value) - over)
+        cut = f"{value[:keep]}{CUT_MARK}{len(value) - keep} chars]"
+        alert = alert.model_copy(update={"generator_url": cut} if name == GENERATOR_URL
+                                 else {"annotations": {**alert.annotations, name: cut}})
+        encoded = record.model_copy(update={"alert": alert}).model_dump_json().encode()
+    return encoded
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> InputError:

@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 from typing import IO, Callable
 
 from pipeline.alerts import InputError
+from pipeline.arguments import count
 from pipeline.config import Config, load_config
 from pipeline.diagnose import Diagnosis
 from pipeline.embedded import Embedded
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seeds of the histories per graph, as FIRST-LAST (default 100-103, held out from tuning)")
     storms.add_argument("--fit", action="store_true",
                         help="fit the confidence calibration on these histories and print the config to use")
-    storms.add_argument("--scenarios", type=int, default=60, help="storms per history (default 60)")
+    storms.add_argument("--scenarios", type=count, default=60, help="storms per history (default 60)")
     storms.add_argument("--config", help="configuration file (YAML or JSON)")
     storms.add_argument("--out", help="write the figures as JSON here")
     storms.set_defaults(run=run_bench_storms)

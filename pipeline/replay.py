@@ -81,7 +81,9 @@ def parse_line(raw: bytes, number: int, scope_of: Callable[[dict[str, str]], str
     where = f"line {number}"
     try:
         obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        return Line(number, len(raw), error=InputError(where, f"not UTF-8 text (byte {exc.start})"))
+    except json.JSONDecodeError as exc:
         return Line(number, len(raw), error=InputError(where, f"not JSON: {exc}"))
     except RecursionError:
         return Line(number, len(raw), error=InputError(where, "JSON nested too deeply"))

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pipeline.alerts import InputError, validation_error
+from pipeline.arguments import count
 from pipeline.bench.history import truth_path
 from pipeline.bench.storms import Fault, Storm
 from pipeline.config import Config, load_config
@@ -295,7 +296,7 @@ def add_command(sub: Any) -> None:
                       help="a config key and values to try (repeatable; keys: incidents.hold, gap, link_depth, "
                            "page.severities, rank.p_noise, ...)")
     add_scoring_options(tune)
-    tune.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    tune.add_argument("--jobs", type=count, default=os.cpu_count() or 1, help="processes (default: all cores)")
     tune.add_argument("--out", help="also write the figures as JSON here")
     tune.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     tune.set_defaults(run=run_tune)

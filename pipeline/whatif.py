@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from pipeline.arguments import count
 from pipeline.config import load_config
 from pipeline.diagnose import Diagnosis
 from pipeline.identity import Identity
@@ -201,7 +202,7 @@ def add_command(sub) -> None:
     whatif.add_argument("--proposed", required=True, help="the configuration to try")
     whatif.add_argument("--out", required=True, help="where to write the HTML report")
     add_scoring_options(whatif)
-    whatif.add_argument("--jobs", type=int, default=2, help="processes (default %(default)s: one per side)")
+    whatif.add_argument("--jobs", type=count, default=2, help="processes (default %(default)s: one per side)")
     whatif.set_defaults(run=run_whatif)
 
 

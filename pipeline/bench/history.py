@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from pipeline.alerts import format_time
+from pipeline.arguments import count
 from pipeline.bench.storms import Fault, StormSettings, generate
 from pipeline.graph import load_graph
 
@@ -51,7 +52,7 @@ def add_command(bench_sub) -> None:
     """Register `stormdrain bench history`."""
     command = bench_sub.add_parser("history", help="write a generated storm history of N alerts, with its truth")
     command.add_argument("graph", help="service graph file (CSV source,target or the JSON format)")
-    command.add_argument("--alerts", type=int, default=100_000, help="alerts at least (default %(default)s)")
+    command.add_argument("--alerts", type=count, default=100_000, help="alerts at least (default %(default)s)")
     command.add_argument("--seed", type=int, default=0)
     command.add_argument("--out", required=True, help="the history (NDJSON); the truth goes beside it")
     command.set_defaults(run=lambda args: print(json.dumps(write_history(args.graph, args.alerts, args.seed,

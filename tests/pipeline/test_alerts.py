@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.alerts import Alert, InputError, fingerprint, parse_time, parse_webhook
-from tests.timeline import SHARED, alert, webhook
+from pipeline.alerts import Alert, AlertRecord, InputError, encode_within, fingerprint, parse_time, parse_webhook
+from tests.timeline import SHARED, alert, record, webhook
 
 
 @pytest.mark.parametrize(
@@ -110,3 +110,23 @@ def test_real_alertmanager_webhooks_parse_and_our_fingerprints_match_theirs(path
         computed = Alert.model_validate({k: v for k, v in sent.items() if k != "fingerprint"})
         assert computed.fingerprint == sent["fingerprint"]
         assert computed.starts_at.tzinfo is not None
+
+
+def test_an_alert_over_the_record_limit_keeps_its_labels_and_loses_the_tail_of_its_longest_texts():
+    body = alert("DBConnectionPoolExhausted", "order-service")
+    body["annotations"] = {"summary": "pool exhausted", "description": "stack trace " * 5000}
+    body["generatorURL"] = "http://prometheus:9090/graph?g0.expr=" + "x" * 3000
+    original = record(body, 0)
+    encoded = encode_within(original, 4096)
+    assert encoded is not None and len(encoded) <= 4096
+    kept = AlertRecord.model_validate_json(encoded)
+    assert kept.alert.labels == original.alert.labels and kept.alert.fingerprint == original.alert.fingerprint
+    assert kept.alert.annotations["summary"] == "pool exhausted"
+    description = kept.alert.annotations["description"]
+    assert description.startswith("stack trace stack trace") and "cut by stormdrain" in description
+    assert encode_within(original, 1 << 20) == original.model_dump_json().encode()  # what fits is not touched
+
+
+def test_an_alert_whose_labels_alone_are_over_the_record_limit_does_not_fit():
+    body = alert("A", "svc", huge="x" * 9000)
+    assert encode_within(record(body, 0), 4096) is None

@@ -45,6 +45,7 @@ def test_each_line_format_is_detected_with_its_event_time():
         (b'{"received_at": "2024-01-01T00:00:00Z", "webhook": {"alerts": [{"labels": {}}]}}', "webhook.alerts.0"),
         (b'{"version": "4", "alerts": []}', "no event time"),
         (b"\xff\xfe", "not JSON"),
+        (b"\xff\xfe\x00\x01junk\n", "not UTF-8 text"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b'{"received_at": "9999-12-31T23:59:59Z", "webhook": {"alerts": []}}', "received_at"),
     ],
