@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 from agents.options import add_kafka_options, kafka_of, namespace, replicas
-from pipeline.arguments import count, positive_seconds
+from pipeline.arguments import at_least, count, positive_seconds
 from pipeline.alerts import InputError
 from pipeline.cli import add_pipeline_options, evidence_provider, load_parts
 
@@ -102,7 +102,7 @@ def register_worker(sub) -> None:
     parser.add_argument("--datadir", default=os.environ.get("STORMDRAIN_DATADIR", ".stormdrain/worker"),
                         help="where the RocksDB state lives (env STORMDRAIN_DATADIR)")
     parser.add_argument("--save-every", type=positive_seconds, default=1.0, help="seconds between state saves (default 1)")
-    parser.add_argument("--tick-every", type=positive_seconds, default=0.2,
+    parser.add_argument("--tick-every", type=at_least(0, float, "number of seconds"), default=0.2,
                         help="seconds between ticks that move event time on; 0 turns the ticker off (default 0.2)")
     parser.add_argument("--session-timeout", type=positive_seconds, default=10.0,
                         help="seconds before a silent worker's partitions move to another (default 10)")
