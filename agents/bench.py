@@ -133,7 +133,8 @@ async def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> dict:
     cli = [sys.executable, "-m", "pipeline.cli"]
     profiled = [sys.executable, "-m", "cProfile", "-o", str(tmp / "worker.prof"), "-m", "pipeline.cli"]
     workers = [subprocess.Popen([*(profiled if args.profile and n == 0 else cli), "worker", *common, "--graph",
-                                 str(demo.GRAPH), "--config", str(config), "--datadir", str(tmp / f"worker{n}")],
+                                 str(demo.GRAPH), "--config", str(config), "--datadir", str(tmp / f"worker{n}"),
+                                 *args.worker_options.split()],
                                 stdout=open(tmp / f"worker{n}.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
                for n in range(args.workers)]
     bridge = subprocess.Popen([*cli, "bridge", *common, "--port", str(port), "--host", "127.0.0.1", "--config",
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-of-order", type=float, default=2, help="out-of-order wait in seconds (default 2)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--profile", action="store_true", help="run the worker under cProfile (worker.prof in the logs)")
+    parser.add_argument("--worker-options", default="",
+                        help="more options for each worker, e.g. \"--tick-every 0.05 --batch-within 0.01\"")
     args = parser.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="stormdrain-bench-")
     print(f"logs in {tmp}", file=sys.stderr)

@@ -104,6 +104,8 @@ def register_worker(sub) -> None:
     parser.add_argument("--save-every", type=positive_seconds, default=1.0, help="seconds between state saves (default 1)")
     parser.add_argument("--tick-every", type=at_least(0, float, "number of seconds"), default=0.2,
                         help="seconds between ticks that move event time on; 0 turns the ticker off (default 0.2)")
+    parser.add_argument("--batch-within", type=positive_seconds, default=0.05,
+                        help="seconds an agent waits to fill a batch (default 0.05; less is quicker, more is cheaper)")
     parser.add_argument("--session-timeout", type=positive_seconds, default=10.0,
                         help="seconds before a silent worker's partitions move to another (default 10)")
     parser.add_argument("--replication", type=replicas, default=1, help="replication of topics faust creates itself")
@@ -122,7 +124,8 @@ def run_worker(args: argparse.Namespace) -> int:
                                                "this option is for replay and the demo")
     config, graph, catalog = load_parts(args)
     settings = WorkerSettings(datadir=Path(args.datadir), save_every=args.save_every, tick_every=args.tick_every,
-                              session_timeout=args.session_timeout, replication=args.replication)
+                              batch_within=args.batch_within, session_timeout=args.session_timeout,
+                              replication=args.replication)
     app = build_worker(kafka_of(args), settings, config, graph, catalog, evidence_provider(args, config, graph))
     faust.Worker(app, loglevel=args.loglevel).execute_from_commandline()
     return 0
