@@ -7,6 +7,7 @@ group, so the pure core never imports the Kafka runtime.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -30,11 +31,16 @@ from pipeline.summary import ReplaySummary
 log = logging.getLogger("stormdrain")
 MAX_SHOWN_ERRORS = 20
 REPLAY_CHUNK = 1024
+# The pipeline allocates many small objects that live on (alert states, incidents, versions); collecting
+# the youngest generation every 700 allocations, CPython's default, cost 5 to 19 % of a replay.
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     if not hasattr(args, "run"):
