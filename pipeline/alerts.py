@@ -45,6 +45,10 @@ class InputError(ValueError):
         self.field = field
         self.reason = reason
 
+    def __reduce__(self):
+        # Raised in a worker process of tune or whatif, it crosses back by pickle with both parts.
+        return InputError, (self.field, self.reason)
+
     def as_json(self) -> dict[str, str]:
         return {"error": self.reason, "field": self.field}
 

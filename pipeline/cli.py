@@ -168,6 +168,8 @@ def run_bench_storms(args: argparse.Namespace) -> int:
         seeds = range(int(first), int(last or first) + 1)
     except ValueError:
         raise InputError("--seeds", f"expected FIRST-LAST, got {args.seeds!r}") from None
+    if not seeds:
+        raise InputError("--seeds", f"the range {args.seeds!r} is empty: LAST comes before FIRST")
     result, ours = synthetic.run([Path(p) for p in args.graphs], seeds, load_config(args.config),
                                  StormSettings(scenarios=args.scenarios))
     print(synthetic.table(result))
@@ -238,7 +240,7 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.republish:
         count = sources.kafka_plugin().republish(args.bootstrap, args.republish, kept)
         print(f"{'republished':>20}  {count} diagnosis versions to {args.republish}", file=sys.stderr)
-    return 1 if summary.errors and args.strict else 0
+    return 1 if summary.cut_at is not None or (summary.errors and args.strict) else 0
 
 
 def replay(stream: IO[bytes], engine: Embedded, emit: Callable[[Diagnosis], object],
@@ -255,6 +257,8 @@ def replay(stream: IO[bytes], engine: Embedded, emit: Callable[[Diagnosis], obje
             progress(line.size)
         if line.error is not None:
             summary.error(line.error)
+            if line.cut:
+                summary.cut_at = line.number
             if summary.errors <= MAX_SHOWN_ERRORS:
                 log.warning("skipped %s", line.error)
             if strict:

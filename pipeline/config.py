@@ -40,7 +40,14 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]  # a divisor
 
 
 def check_regex(value: str) -> str:
@@ -56,7 +63,7 @@ Regex = Annotated[str, AfterValidator(check_regex)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class IdentityConfig(_Frozen):
@@ -107,10 +114,15 @@ class IncidentConfig(_Frozen):
     late: Literal["process", "dead-letter"] = "process"
 
 
+def _listed(value: Any) -> Any:
+    """A list of names, or one name written alone (`severities: critical`)."""
+    return (value,) if isinstance(value, str) else value
+
+
 class PageConfig(_Frozen):
     """Which severities wake a person; the rest go to a channel."""
 
-    severities: tuple[str, ...] = ("critical", "page", "emergency", "p1")
+    severities: Annotated[tuple[str, ...], BeforeValidator(_listed)] = ("critical", "page", "emergency", "p1")
 
 
 class Calibration(_Frozen):
@@ -120,8 +132,8 @@ class Calibration(_Frozen):
     (0-1) of the synthetic storms; the README reports reliability on held-out seeds.
     """
 
-    intercept: float = 0.342
-    slope: float = 1.086
+    intercept: float = Field(default=0.342, ge=-20.0, le=20.0)
+    slope: float = Field(default=1.086, gt=0.0, le=20.0)  # more log-odds, more confidence
 
 
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -139,7 +151,7 @@ class RankConfig(_Frozen):
     p_hop_order: Probability = 0.6  # a symptom fires before every symptom nearer the root
     p_caller_suffers: Probability = 0.3  # a direct caller of the root alerts too
     p_path_suffers: Probability = 0.8  # a caller that symptoms pass through alerts too
-    root_lag: Duration = timedelta(minutes=2)  # how late a root's own alert plausibly comes
+    root_lag: PositiveDuration = timedelta(minutes=2)  # how late a root's own alert plausibly comes
     root_lead: Duration = timedelta(minutes=3)  # how long before its symptoms a root plausibly fires
     label_ratio: Ratio = 3.0  # how much likelier root_cause_candidate makes a service
     cause_ratio: Ratio = 2.0  # how much likelier an alert that reads as a cause makes it
@@ -259,13 +271,13 @@ class EvidenceConfig(_Frozen):
     baseline: Duration = timedelta(minutes=30)  # how far back the baseline reaches before the lead
     lead: Duration = timedelta(minutes=5)  # how long before the first symptom a cause may begin
     after: Duration = timedelta(minutes=10)  # how far after the first symptom to look, at most (never past as_of)
-    step: Duration = timedelta(seconds=30)  # query resolution
+    step: PositiveDuration = timedelta(seconds=30)  # query resolution
     min_baseline: int = Field(default=3, ge=2, le=1000)  # points a baseline needs
     z_min: float = Field(default=3.0, ge=0.0, le=100.0)  # robust z below this is not evidence
     relative_floor: float = Field(default=0.1, ge=0.0, le=10.0)  # a deviation under this share of the baseline is noise
     quiet: float = Field(default=-0.3, ge=-10.0, le=0.0)  # log-likelihood ratio when every series stayed normal
     explained: float = Field(default=0.25, ge=0.0, le=1.0)  # what is left of a symptom a callee explains
-    order_scale: Duration = timedelta(minutes=2)  # a change this much later than the first costs one nat
+    order_scale: PositiveDuration = timedelta(minutes=2)  # a change this much later than the first costs one nat
     max_lag_penalty: float = Field(default=2.0, ge=0.0, le=20.0)
     query_timeout: Duration = timedelta(seconds=5)
     deadline: Duration = timedelta(seconds=20)  # for all the queries of one request

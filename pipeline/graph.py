@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,5 +160,14 @@ def _graph_from_csv(path: Path) -> GraphFile:
         raise InputError(str(path), "a CSV graph needs source,target (or from,to) columns")
     edges = [{"from": row[names[0]], "to": row[names[1]]} for row in rows]
     # A `kind` column marks edges into backing stores ("datastore", "queue").
+    # Other values there (grpc, thrift) name the protocol, not the callee.
     kinds = {row[names[1]]: row["kind"] for row in rows if row.get("kind") in ("datastore", "queue")}
-    return parse_graph({"edges": edges, "kinds": kinds}, str(path))
+    try:
+        return parse_graph({"edges": edges, "kinds": kinds}, str(path))
+    except InputError as exc:
+        # An edge's index is a CSV line: the header is line 1.
+        bad = re.fullmatch(r"(.*)\.edges\.(\d+)\.(from|to)", exc.field)
+        if bad is None:
+            raise
+        column = names[0] if bad[3] == "from" else names[1]
+        raise InputError(f"{bad[1]}: line {int(bad[2]) + 2}, column {column}", exc.reason) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import sys
 import zlib
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pipeline.alerts import (AlertRecord, InputError, Time, Webhook, parse_time, parse_webhook, split_webhook,
                              validation_error)
 
-MAX_LINE_BYTES = 16 << 20
+MAX_LINE_BYTES = 40 << 20  # an envelope of the largest webhook the bridge takes (32 MiB)
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -35,10 +36,11 @@ class Line:
     received_at: datetime | None = None
     records: tuple[AlertRecord, ...] = ()
     error: InputError | None = None
+    cut: bool = False  # the input broke off here: whatever followed was not read
 
 
 def open_input(path: str) -> IO[bytes]:
-    """Open a replay file or standard input for "-"; gzip is told by its first bytes, so `-` takes it too."""
+    """Open a replay file or standard input for "-"; gzip is told by its first bytes, whatever the name."""
     if path == "-":
         raw = sys.stdin.buffer
     else:
@@ -46,7 +48,7 @@ def open_input(path: str) -> IO[bytes]:
             raw = open(path, "rb")
         except OSError as exc:
             raise InputError(path, f"cannot open replay file: {exc.strerror}") from None
-    return gzip.open(raw) if raw.peek(2)[:2] == GZIP_MAGIC or path.endswith(".gz") else raw
+    return gzip.open(raw) if raw.peek(2)[:2] == GZIP_MAGIC else raw
 
 
 def read_lines(stream: IO[bytes], scope_of: Callable[[dict[str, str]], str],
@@ -60,7 +62,7 @@ def read_lines(stream: IO[bytes], scope_of: Callable[[dict[str, str]], str],
             elif raw.strip():
                 yield parse_line(raw, number, scope_of)
     except (EOFError, OSError, zlib.error) as exc:
-        yield Line(number + 1, 0, error=InputError(f"line {number + 1}", f"the input breaks off here: {exc}"))
+        yield Line(number + 1, 0, error=InputError(f"line {number + 1}", f"the input breaks off here: {exc}"), cut=True)
 
 
 class Envelope(BaseModel):
@@ -180,6 +182,15 @@ def write_output(path: str, text: str) -> None:
     """Write a command's --out file; a path that cannot be written is an InputError, not a traceback."""
     with _open_out(path) as out:
         out.write(text)
+
+
+def check_writable(path: str, option: str = "--out") -> None:
+    """Refuse an output that cannot be written before a long run, not after it."""
+    target = Path(path)
+    folder = target.resolve().parent
+    if target.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise InputError(option, f"cannot write {path}: " + ("it is a folder" if target.is_dir() else
+                                                            "its folder does not exist or is not writable"))
 
 
 def _open_out(path: str) -> IO[str]:

@@ -58,6 +58,12 @@ def open_source(args: argparse.Namespace, now: datetime | None = None) -> IO[byt
         raise InputError("replay", "give one history: a file, --from-kafka or --from-prometheus"
                          + (f" (got {' and '.join(chosen)})" if chosen else ""))
     if args.input:
+        given = [option for option, value in (("--since", args.since), ("--until", args.until),
+                                              ("--save-history", args.save_history),
+                                              ("--alertmanager-config", args.alertmanager_config),
+                                              ("--receiver", args.receiver)) if value]
+        if given:
+            raise InputError(given[0], "applies to --from-kafka and --from-prometheus; a file is replayed whole")
         return open_input(args.input)
     start, end = time_range(args.since, args.until, now or datetime.now(timezone.utc))
     if args.from_kafka:
@@ -80,8 +86,9 @@ def time_range(since: str | None, until: str | None, now: datetime) -> tuple[dat
 def _when(text: str, now: datetime, option: str) -> datetime:
     try:
         return now - parse_duration(text)
-    except ValueError:
-        pass
+    except ValueError as exc:
+        if text.strip()[-1:] in ("s", "m", "h", "d") and text.strip()[:1].isdigit():
+            raise InputError(option, str(exc)) from None  # a duration, but not one a history can have
     try:
         when = parse_time(text)
     except ValueError as exc:
@@ -113,7 +120,11 @@ def kafka_plugin() -> Any:
 def _spool(args: argparse.Namespace, write: Callable[[IO[bytes]], object]) -> IO[bytes]:
     """Write the history once (to --save-history, else a temp file) and hand it back for reading."""
     if args.save_history:
-        with open(args.save_history, "wb") as out:
+        try:
+            out = open(args.save_history, "wb")
+        except OSError as exc:
+            raise InputError("--save-history", f"cannot write {args.save_history}: {exc.strerror}") from None
+        with out:
             write(out)
         return open(args.save_history, "rb")
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)

@@ -14,6 +14,7 @@ class ReplaySummary:
     lines: Counter = field(default_factory=Counter)
     alerts: int = 0
     errors: int = 0
+    cut_at: int | None = None  # the line where the input broke off, if it did
     error_fields: Counter = field(default_factory=Counter)
     dead_letters: Counter = field(default_factory=Counter)
     latest: dict[str, Diagnosis] = field(default_factory=dict)
@@ -77,6 +78,8 @@ class ReplaySummary:
             ("late records", self.counts.get("late", 0)),
             ("lines skipped", self.errors),
         ]
+        if self.cut_at is not None:
+            rows.append(("input broke off", f"at line {self.cut_at}: what followed was not read (exit status 1)"))
         text = "\n".join(f"{name:>20}  {value}" for name, value in rows)
         for reason, n in self.error_fields.most_common(5):
             text += f"\n{'':>20}  {n} x {reason}"

@@ -33,7 +33,7 @@ from pipeline.bench.history import truth_path
 from pipeline.bench.storms import Fault, Storm
 from pipeline.config import Config, load_config
 from pipeline.diagnose import Diagnosis
-from pipeline.replay import write_output
+from pipeline.replay import check_writable, write_output
 
 MAX_VARIANTS = 256
 PROGRESS_BYTES = 1 << 20  # a worker reports its progress every MiB
@@ -168,7 +168,8 @@ def _checked(data: dict, name: str) -> dict:
     try:
         Config.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, prefix=f"variant {name}") from None
+        error = validation_error(exc)
+        raise InputError(f"variant {name}", f"{error.field}: {error.reason}") from None
     return data
 
 
@@ -333,7 +334,11 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def scoring(args: argparse.Namespace, base: Config) -> tuple[str, tuple[int, int], list[Fault] | None]:
-    """The time zone, the night hours and the truth, checked once for every job."""
+    """The history, the time zone, the night hours and the truth, checked once for every job."""
+    if not Path(args.history).is_file():
+        raise InputError("history", f"{args.history}: not a file")
+    if args.out:
+        check_writable(args.out)
     try:
         ZoneInfo(args.tz)
     except (ZoneInfoNotFoundError, ValueError):

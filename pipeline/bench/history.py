@@ -7,6 +7,7 @@ go to `<history>.truth.json`, which `stormdrain tune` reads to score AC@1.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,15 @@ from pipeline.bench.storms import Fault, StormSettings, generate
 from pipeline.graph import load_graph
 
 PILOT_SCENARIOS = 20
+MAX_ALERTS = 10_000_000  # about 8 GB of history: past that, split it
+
+
+def alert_count(text: str) -> int:
+    """--alerts: a count, bounded so a typo does not fill the disk."""
+    value = count(text)
+    if value > MAX_ALERTS:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is over {MAX_ALERTS:,} alerts; generate histories in parts")
+    return value
 
 
 def truth_path(history: str | Path) -> Path:
@@ -52,7 +62,8 @@ def add_command(bench_sub) -> None:
     """Register `stormdrain bench history`."""
     command = bench_sub.add_parser("history", help="write a generated storm history of N alerts, with its truth")
     command.add_argument("graph", help="service graph file (CSV source,target or the JSON format)")
-    command.add_argument("--alerts", type=count, default=100_000, help="alerts at least (default %(default)s)")
+    command.add_argument("--alerts", type=alert_count, default=100_000,
+                         help=f"alerts at least, at most {MAX_ALERTS:,} (default %(default)s)")
     command.add_argument("--seed", type=int, default=0)
     command.add_argument("--out", required=True, help="the history (NDJSON); the truth goes beside it")
     command.set_defaults(run=lambda args: print(json.dumps(write_history(args.graph, args.alerts, args.seed,

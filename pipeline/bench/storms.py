@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from pipeline.alerts import InputError
 from pipeline.grouping import AlertLife, Route, notifications
 from pipeline.graph import ServiceGraph
 
@@ -78,6 +79,8 @@ class Storm:
 def generate(graph: ServiceGraph, seed: int, settings: StormSettings = StormSettings(),
              root_names: dict[str, list[str]] | None = None) -> Storm:
     """A recorded history of `settings.scenarios` storms on `graph`, two hours apart."""
+    if len(graph.nodes) < 2:
+        raise InputError("graph", f"a storm needs at least two services; this graph has {len(graph.nodes)}")
     maker = _Maker(graph, random.Random(seed), settings, root_names or ROOT_ALERTS)
     faults, alerts = [], []
     for index in range(settings.scenarios):

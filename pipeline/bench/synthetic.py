@@ -172,7 +172,7 @@ def _origin_rank(group: list, graph: ServiceGraph, identity: Identity) -> list[s
 def run(graph_paths: list[Path], seeds: range, config: Config, settings: StormSettings) -> tuple[dict, Score]:
     """Every graph, one history per seed: per-graph and overall figures for both methods."""
     catalog = load_catalog()
-    result: dict = {"settings": settings.__dict__, "seeds": [seeds.start, seeds.stop], "graphs": {}}
+    result: dict = {"settings": settings.__dict__, "seeds": [seeds.start, seeds.stop - 1], "graphs": {}}
     total_ours, total_origin = Score(), Score()
     for path in graph_paths:
         graph = load_graph(path, config.incidents.link_depth)

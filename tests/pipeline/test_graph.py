@@ -61,6 +61,14 @@ def test_a_bad_graph_file_names_file_and_field(tmp_path, content, suffix, field)
     assert caught.value.field.endswith(field)
 
 
+def test_a_bad_csv_row_is_named_by_its_line_and_column(tmp_path):
+    path = tmp_path / "graph.csv"
+    path.write_text("source,target\nweb,orders\nweb,\n")
+    with pytest.raises(InputError) as caught:
+        load_graph(path)
+    assert caught.value.field == f"{path}: line 3, column target"
+
+
 def test_an_oversized_graph_file_is_refused_before_reading(tmp_path):
     path = tmp_path / "huge.json"
     with path.open("w") as f:

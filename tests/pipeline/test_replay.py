@@ -94,9 +94,18 @@ def test_a_cut_gzip_file_is_reported_and_what_was_read_is_still_diagnosed(tmp_pa
     storm.write_bytes(whole[:len(whole) // 2])
     out = tmp_path / "out.ndjson"
     result = _run_cli("replay", str(storm), "--out", str(out))
-    assert result.returncode == 0 and "Traceback" not in result.stderr
-    assert "breaks off" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # input was lost: a script must see it
+    assert "breaks off" in result.stderr and "input broke off" in result.stderr
     assert out.read_text().splitlines()  # the incidents of the lines before the cut
+
+
+def test_a_plain_file_named_gz_is_read_whole(tmp_path):
+    """gzip is told by the first bytes, not the name: nothing is lost to a misleading name."""
+    storm = tmp_path / "storm.ndjson.gz"
+    storm.write_bytes(demo.STORM.read_bytes())
+    named, plain = _run_cli("replay", str(storm), "--out", "-"), _run_cli("replay", str(demo.STORM), "--out", "-")
+    assert named.returncode == 0 and "lines skipped  0" in named.stderr, named.stderr
+    assert named.stdout == plain.stdout and named.stdout
 
 
 @pytest.mark.parametrize("command", [

@@ -43,6 +43,7 @@ def test_a_time_range_is_durations_back_from_now_or_times(since, until, start, e
     ("yesterday", None, "not a duration"),
     ("1h", "2h", "time range is empty"),
     ("0001-01-01T00:00:00Z", None, "zero time"),
+    ("999999999d", None, "at most 3650d"),
 ])
 def test_a_bad_time_range_says_why(since, until, message):
     with pytest.raises(InputError, match=message):
@@ -210,6 +211,8 @@ def _replay(*args: str) -> subprocess.CompletedProcess:
     (["--from-prometheus", "http://127.0.0.1:9", "--since", "1h", "--alertmanager-config", "missing.yml"],
      "cannot read Alertmanager config"),
     (["--from-prometheus", "http://127.0.0.1:9", "--since", "1h", "--chunk", "0s"], "longer than zero"),
+    (["x.ndjson", "--since", "7d"], "--since: applies to --from-kafka and --from-prometheus"),
+    (["x.ndjson", "--save-history", "copy.ndjson"], "--save-history: applies to --from-kafka"),
 ])
 def test_the_replay_command_refuses_bad_source_options_without_a_traceback(args, message):
     result = _replay(*args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from datetime import timedelta
@@ -66,7 +67,7 @@ def test_a_bad_grid_item_says_why(text, message):
 def test_a_bad_value_is_refused_before_anything_runs_naming_the_variant_and_key():
     with pytest.raises(InputError) as error:
         variants(Config(), [], ["hold=30s,soon"])
-    assert "hold=soon" in error.value.field and "incidents.hold" in error.value.field
+    assert error.value.field == "variant hold=soon" and error.value.reason.startswith("incidents.hold: not a duration")
 
 
 def test_too_large_a_grid_is_refused():
@@ -161,6 +162,7 @@ def test_ac1_is_scored_against_feedback_on_the_live_configuration(tmp_path):
     (["--grid", "nope=1"], "no config key"),
     (["--truth", "missing.json"], "cannot read truth file"),
     (["--configs", "missing.yaml"], "cannot read config file"),
+    (["--grid", "rank.root_lag=0,2m"], "variant root_lag=0: rank.root_lag: must be longer than zero"),
 ])
 def test_the_tune_command_refuses_bad_options_without_a_traceback(history, args, message):
     result = _tune(history, *args)
@@ -179,3 +181,25 @@ def test_a_bad_truth_file_names_the_field(history, tmp_path):
     truth.write_text(json.dumps({"faults": [{"root": "x", "at": "soon", "fingerprints": ["a"]}]}))
     result = _tune(history, "--truth", str(truth))
     assert result.returncode == 2 and "faults.0.at" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["tune", "whatif"])
+def test_a_missing_history_is_refused_at_once(tmp_path, command):
+    """An error raised inside a worker process comes back whole, so nothing hangs on it."""
+    missing = str(tmp_path / "missing.ndjson")
+    args = ([missing, "--jobs", "2"] if command == "tune" else
+            ["--history", missing, "--proposed", str(_config(tmp_path)), "--out", str(tmp_path / "r.html")])
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *(["report"] if command == "whatif" else []),
+                             command, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "not a file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_input_error_crosses_processes_whole():
+    error = pickle.loads(pickle.dumps(InputError("history", "not a file")))
+    assert (error.field, error.reason) == ("history", "not a file")
+
+
+def _config(tmp_path):
+    path = tmp_path / "proposed.yaml"
+    path.write_text("incidents:\n  hold: 1m\n")
+    return path
