@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.alerts import NO_ALERTNAME
 from pipeline.actions import Approval, Feedback
 from pipeline.diagnose import Diagnosis
 from pipeline.render import confidence, duration
@@ -207,9 +208,13 @@ def _footer(d: Diagnosis, links: Links) -> str:
 
 
 def prometheus_link(base: str, d: Diagnosis) -> str:
-    """Prometheus' graph of the root alert's ALERTS series (all firing alerts when there is no root alert)."""
+    """Prometheus' graph of the root alert's ALERTS series (all firing alerts when there is no root alert).
+
+    An alert without an alertname came through Alertmanager's API, not a rule: ALERTS has no series of it.
+    """
     alert = d.root_cause.alert
-    selector = f'alertname="{_promql_string(alert)}"' if alert else 'alertstate="firing"'
+    named = alert and alert != NO_ALERTNAME
+    selector = f'alertname="{_promql_string(alert)}"' if named else 'alertstate="firing"'
     return f"{base.rstrip('/')}/graph?g0.expr={quote('ALERTS{' + selector + '}', safe='')}&g0.tab=0"
 
 

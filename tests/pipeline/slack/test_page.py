@@ -1,6 +1,7 @@
 """The Slack page: what it shows, within every Block Kit limit whatever the storm (golden: --regen-golden)."""
 
 import json
+from urllib.parse import unquote
 
 import pytest
 
@@ -8,7 +9,7 @@ from pipeline.render import confidence
 from pipeline.actions import Approval, Feedback
 from pipeline.runbooks import load_catalog
 from pipeline.slack import blockkit as bk
-from pipeline.slack.page import ButtonValue, Links, manual_command, render_message
+from pipeline.slack.page import ButtonValue, Links, manual_command, prometheus_link, render_message
 from pipeline.slack.text import to_text
 from tests.pages import demo_page, storm
 from tests.timeline import alert, at, driver, graph_of, webhook
@@ -122,3 +123,15 @@ def test_slack_preview_prints_each_incidents_page_and_names_a_bad_line(tmp_path,
     path.write_text(demo_page().model_dump_json() + "\n" + '{"incident_id": "<script>"}\n')
     assert main(["slack-preview", str(path), "--json"]) == 2
     assert f"{path}:2: not a diagnosis" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alert, selector", [
+    ("DBConnectionPoolExhausted", 'ALERTS{alertname="DBConnectionPoolExhausted"}'),
+    ("(no alertname)", 'ALERTS{alertstate="firing"}'),  # pushed through the API: no rule, no ALERTS series of it
+    (None, 'ALERTS{alertstate="firing"}'),  # an inferred root has no alert
+])
+def test_the_prometheus_link_graphs_the_root_alerts_series_when_it_has_one(alert, selector):
+    page = demo_page()
+    page = page.model_copy(update={"root_cause": page.root_cause.model_copy(update={"alert": alert})})
+    link = prometheus_link("http://prometheus:9090/", page)
+    assert unquote(link) == f"http://prometheus:9090/graph?g0.expr={selector}&g0.tab=0"
