@@ -244,7 +244,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def replay(stream: IO[bytes], engine: Embedded, emit: Callable[[Diagnosis], object],
-           strict: bool = False, progress: Callable[[int], object] | None = None) -> ReplaySummary:
+           strict: bool = False, progress: Callable[[int], object] | None = None,
+           name_errors: bool = True) -> ReplaySummary:
     """Feed every readable line through the engine; emit each diagnosis version as it appears.
 
     Lines go in by chunks: the operators release records by event time, so
@@ -259,7 +260,7 @@ def replay(stream: IO[bytes], engine: Embedded, emit: Callable[[Diagnosis], obje
             summary.error(line.error)
             if line.cut:
                 summary.cut_at = line.number
-            if summary.errors <= MAX_SHOWN_ERRORS:
+            if name_errors and summary.errors <= MAX_SHOWN_ERRORS:
                 log.warning("skipped %s", line.error)
             if strict:
                 break

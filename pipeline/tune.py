@@ -19,7 +19,7 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -59,6 +59,7 @@ class Job:
     night: tuple[int, int] = (22, 7)
     faults: list[Fault] | None = None
     keep_versions: bool = False
+    name_errors: bool = True  # log each line it cannot read; only the first job does, as all read the same lines
 
 
 @dataclass
@@ -192,7 +193,7 @@ def run_job(job: Job) -> Outcome:
     versions: list[Diagnosis] = []
     started = time.perf_counter()
     with open_input(job.history) as stream, _Reporter() as report:
-        summary = replay(stream, engine, versions.append, progress=report)
+        summary = replay(stream, engine, versions.append, progress=report, name_errors=job.name_errors)
     outcome = measure(job, versions, summary.alerts)
     outcome.seconds, outcome.skipped_lines = time.perf_counter() - started, summary.errors
     outcome.versions = versions if job.keep_versions else None
@@ -223,6 +224,7 @@ def _at_night(hour: int, start: int, end: int) -> bool:
 def run_jobs(jobs: list[Job], processes: int, progress: Callable[[int], object] | None = None) -> list[Outcome]:
     """Run every job, `processes` at a time; the outcomes come back in the order of the jobs."""
     global _progress_queue
+    jobs = [job if i == 0 else replace(job, name_errors=False) for i, job in enumerate(jobs)]
     if processes <= 1 or len(jobs) == 1:
         _progress_queue = _Direct(progress)
         return [run_job(job) for job in jobs]

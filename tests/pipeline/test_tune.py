@@ -172,8 +172,9 @@ def test_the_tune_command_refuses_bad_options_without_a_traceback(history, args,
 def test_lines_of_the_history_that_cannot_be_read_are_counted_in_the_table(history):
     with open(history, "a") as out:
         out.write("garbage\n" + "x" * 100 + "\n")
-    result = _tune(history, "--grid", "gap=1m", "--jobs", "1")
+    result = _tune(history, "--grid", "gap=1m,5m,10m", "--jobs", "2")
     assert result.returncode == 0 and "2 lines of the history could not be read" in result.stdout
+    assert result.stderr.count("skipped line") == 2  # named once, not once per configuration
 
 
 def test_a_bad_truth_file_names_the_field(history, tmp_path):
