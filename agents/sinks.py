@@ -22,7 +22,7 @@ import aiohttp
 
 from pipeline.actions import Approval, Feedback
 from pipeline.diagnose import Diagnosis
-from pipeline.render import render_page
+from pipeline.render import printable, render_page
 from pipeline.runbooks import Catalog
 from pipeline.slack import blockkit as bk
 from pipeline.slack.page import dedup_ratio
@@ -58,7 +58,7 @@ class PrintSink:
 
     async def handle_act(self, act: Approval | Feedback) -> None:
         what = f"approved {act.runbook}" if isinstance(act, Approval) else act.verdict.replace("_", " ")
-        print(f"{act.kind} on {act.incident_id} (version {act.version} seen): {what} by {act.user_id}",
+        print(printable(f"{act.kind} on {act.incident_id} (version {act.version} seen): {what} by {act.user_id}"),
               file=self.out, flush=True)
 
     async def close(self) -> None:

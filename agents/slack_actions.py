@@ -22,6 +22,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from pydantic import BaseModel
 
+from agents.producer import Unavailable
 from pipeline.actions import Approval, Feedback
 from pipeline.alerts import InputError
 from pipeline.slack.clicks import acts_from, parse_payload, verify
@@ -32,6 +33,7 @@ PATH = "/slack/actions"
 MAX_BODY = 1 << 20  # a click carries the whole message it came from
 WINDOW_S = 15 * 60  # longer than the signature's five minutes, so any replay it lets through is caught here
 MAX_REMEMBERED = 100_000
+RETRY_AFTER_S = 5  # a broker that is away: Slack may retry the click after this
 Publish = Callable[[Topic, str, BaseModel], Awaitable[object]]
 APP_KEY = web.AppKey("slack_actions", object)
 
@@ -100,8 +102,13 @@ class SlackActions:
             acts = acts_from(payload, datetime.fromtimestamp(self.clock(), timezone.utc)) if payload else []
         except InputError as exc:
             return self._refuse(400, "malformed", str(exc))
-        for act in acts:
-            await self._publish_once(act, request.headers.get("X-Slack-Retry-Num"))
+        try:
+            for act in acts:
+                await self._publish_once(act, request.headers.get("X-Slack-Retry-Num"))
+        except Unavailable as exc:  # Slack retries a failed click; nothing was taken as published
+            self.counts["unavailable"] += 1
+            return web.json_response({"error": str(exc)[:500], "reason": "unavailable"}, status=503,
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})
         self.counts["accepted" if acts else "ignored"] += 1
         return web.Response(status=200)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from pipeline.calibration import percent as confidence
 from pipeline.diagnose import Diagnosis
 from pipeline.runbooks import Catalog
 
 WIDTH = 160
+# Label values reach a terminal: control characters (escape sequences, NUL) are shown, never obeyed.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def render_page(diagnosis: Diagnosis, catalog: Catalog | None = None, width: int = WIDTH) -> str:
@@ -22,7 +26,12 @@ def render_page(diagnosis: Diagnosis, catalog: Catalog | None = None, width: int
         f"Why    {_why(diagnosis)}",
         f"Do     {_do(diagnosis, catalog)}",
     ]
-    return "\n".join(_clip(line, width) for line in lines)
+    return "\n".join(_clip(printable(line), width) for line in lines)
+
+
+def printable(text: str) -> str:
+    """Text safe to print on a terminal: each control character becomes U+FFFD."""
+    return CONTROL.sub("\ufffd", text)
 
 
 def _head(d: Diagnosis) -> str:

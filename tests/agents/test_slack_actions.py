@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from agents.producer import Unavailable
 from agents.slack_actions import MAX_BODY, add_slack_actions
 from pipeline.actions import Approval, Feedback
 from pipeline.runbooks import load_catalog
@@ -154,13 +155,13 @@ def test_interactions_that_are_not_our_buttons_are_ignored():
     assert statuses == [200, 200] and published == [] and counts["ignored"] == 2
 
 
-def test_a_publish_that_fails_answers_500_and_the_retry_publishes():
+def test_a_broker_that_is_away_gets_503_with_retry_after_and_the_retry_publishes():
     attempts = []
 
     async def flaky(topic, key, value):
         attempts.append(value)
         if len(attempts) == 1:
-            raise ConnectionError("broker unreachable")
+            raise Unavailable("broker unreachable")
 
     async def go():
         app = web.Application()
@@ -169,6 +170,6 @@ def test_a_publish_that_fails_answers_500_and_the_retry_publishes():
         async with TestClient(TestServer(app)) as http:
             first = await http.post("/slack/actions", data=body, headers=signed(body))
             again = await http.post("/slack/actions", data=body, headers={**signed(body), "X-Slack-Retry-Num": "1"})
-            return first.status, again.status
-    assert asyncio.run(go()) == (500, 200)
+            return first.status, first.headers.get("Retry-After"), again.status
+    assert asyncio.run(go()) == (503, "5", 200)
     assert len(attempts) == 2

@@ -45,3 +45,12 @@ def test_a_warning_only_storm_is_a_notice_not_a_page(golden):
     text = _pages(run)
     assert "PAGE" not in text and "NOTICE" in text
     golden("warning-notice.txt", text)
+
+
+def test_a_label_value_cannot_drive_the_terminal_or_break_the_five_lines():
+    run = driver(graph_of("web>api"))
+    run.pipe_webhook(webhook(alert("Down", "api\x1b[31m\x00\nrm", severity="critical")), at(30))
+    run.advance(60)
+    [page] = [render_page(d) for d in run.read("diagnoses")][-1:]
+    assert "\x1b" not in page and "\x00" not in page and "api\ufffd[31m\ufffd\ufffdrm" in page
+    assert len(page.splitlines()) == 5
