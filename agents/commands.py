@@ -58,7 +58,8 @@ def run_bridge(args: argparse.Namespace) -> int:
     if signing_secret:
         from agents.slack_actions import add_slack_actions, kafka_publisher
 
-        add_slack_actions(app, kafka_publisher(publisher, kafka.namespace), signing_secret)
+        add_slack_actions(app, kafka_publisher(publisher, kafka.namespace), signing_secret,
+                          retry_after=settings.retry_after)
     web.run_app(app, host=args.host, port=args.port, print=lambda text: log.warning(text.strip()),
                 access_log=None)
     return 0

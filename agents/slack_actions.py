@@ -33,7 +33,6 @@ PATH = "/slack/actions"
 MAX_BODY = 1 << 20  # a click carries the whole message it came from
 WINDOW_S = 15 * 60  # longer than the signature's five minutes, so any replay it lets through is caught here
 MAX_REMEMBERED = 100_000
-RETRY_AFTER_S = 5  # a broker that is away: Slack may retry the click after this
 Publish = Callable[[Topic, str, BaseModel], Awaitable[object]]
 APP_KEY = web.AppKey("slack_actions", object)
 
@@ -82,10 +81,12 @@ class Once:
 class SlackActions:
     """The handler: verify, parse, publish once, answer."""
 
-    def __init__(self, publish: Publish, signing_secret: str, clock: Callable[[], float] = time.time):
+    def __init__(self, publish: Publish, signing_secret: str, clock: Callable[[], float] = time.time,
+                 retry_after: int = 5):
         if not signing_secret:
             raise ValueError("a Slack signing secret is required (SLACK_SIGNING_SECRET)")
         self.publish, self.secret, self.clock = publish, signing_secret.encode(), clock
+        self.retry_after = retry_after  # seconds Slack should wait before it retries a click the broker missed
         self.once = Once()
         self.counts: Counter = Counter()
 
@@ -106,9 +107,7 @@ class SlackActions:
             for act in acts:
                 await self._publish_once(act, request.headers.get("X-Slack-Retry-Num"))
         except Unavailable as exc:  # Slack retries a failed click; nothing was taken as published
-            self.counts["unavailable"] += 1
-            return web.json_response({"error": str(exc)[:500], "reason": "unavailable"}, status=503,
-                                     headers={"Retry-After": str(RETRY_AFTER_S)})
+            return self._refuse(503, "unavailable", str(exc), {"Retry-After": str(self.retry_after)})
         self.counts["accepted" if acts else "ignored"] += 1
         return web.Response(status=200)
 
@@ -119,10 +118,10 @@ class SlackActions:
         log.info("%s %s for %s v%d by %s%s", "published" if published else "duplicate", act.kind,
                  act.incident_id, act.version, act.user_id, f" (Slack retry {retry[:8]})" if retry else "")
 
-    def _refuse(self, status: int, reason: str, text: str) -> web.Response:
+    def _refuse(self, status: int, reason: str, text: str, headers: dict | None = None) -> web.Response:
         self.counts[f"refused_{reason}"] += 1
         log.warning("refused a Slack action: %s (%s)", reason, text[:200])
-        return web.json_response({"error": text[:500], "reason": reason}, status=status)
+        return web.json_response({"error": text[:500], "reason": reason}, status=status, headers=headers)
 
 
 async def _bounded_body(request: web.Request) -> bytes | None:
@@ -139,9 +138,9 @@ async def _bounded_body(request: web.Request) -> bytes | None:
 
 
 def add_slack_actions(app: web.Application, publish: Publish, signing_secret: str, path: str = PATH,
-                      clock: Callable[[], float] = time.time) -> SlackActions:
+                      clock: Callable[[], float] = time.time, retry_after: int = 5) -> SlackActions:
     """Add `POST /slack/actions` to an aiohttp app; returns the handler (its `counts` are its metrics)."""
-    actions = SlackActions(publish, signing_secret, clock)
+    actions = SlackActions(publish, signing_secret, clock, retry_after)
     app.router.add_post(path, actions.handle)
     app[APP_KEY] = actions
     return actions

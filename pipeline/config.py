@@ -46,6 +46,11 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
+def looks_like_duration(text: str) -> bool:
+    """Written as a duration ("7d", "90"), whether or not its value is allowed."""
+    return _DURATION.match(text) is not None
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]  # a divisor
 

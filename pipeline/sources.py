@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 from typing import IO, Any, Callable
 
 from pipeline.alerts import InputError, format_time, parse_time
-from pipeline.config import parse_duration
+from pipeline.config import looks_like_duration, parse_duration
 from pipeline.grouping import Route, dispatch, notifications
 from pipeline.replay import open_input
 from pipeline.routing import load_alertmanager_config
@@ -87,7 +87,7 @@ def _when(text: str, now: datetime, option: str) -> datetime:
     try:
         return now - parse_duration(text)
     except ValueError as exc:
-        if text.strip()[-1:] in ("s", "m", "h", "d") and text.strip()[:1].isdigit():
+        if looks_like_duration(text):
             raise InputError(option, str(exc)) from None  # a duration, but not one a history can have
     try:
         when = parse_time(text)

@@ -314,6 +314,7 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
+    check_paths(args)
     base = load_config(args.config)
     found = variants(base, args.configs, args.grid)
     zone, night, faults = scoring(args, base)
@@ -335,12 +336,16 @@ def run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def scoring(args: argparse.Namespace, base: Config) -> tuple[str, tuple[int, int], list[Fault] | None]:
-    """The history, the time zone, the night hours and the truth, checked once for every job."""
+def check_paths(args: argparse.Namespace) -> None:
+    """The history is there and the output can be written, before any job starts."""
     if not Path(args.history).is_file():
         raise InputError("history", f"{args.history}: not a file")
     if args.out:
         check_writable(args.out)
+
+
+def scoring(args: argparse.Namespace, base: Config) -> tuple[str, tuple[int, int], list[Fault] | None]:
+    """The time zone, the night hours and the truth, checked once for every job."""
     try:
         ZoneInfo(args.tz)
     except (ZoneInfoNotFoundError, ValueError):

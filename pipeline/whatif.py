@@ -22,7 +22,7 @@ from pipeline.config import load_config
 from pipeline.diagnose import Diagnosis
 from pipeline.identity import Identity
 from pipeline.replay import open_input, read_lines, write_output
-from pipeline.tune import Job, Outcome, Variant, add_scoring_options, run_jobs, scoring
+from pipeline.tune import Job, Outcome, Variant, add_scoring_options, check_paths, run_jobs, scoring
 
 NEAR = timedelta(minutes=50)  # how far from an incident an alert of its fingerprint may still be its
 
@@ -209,6 +209,7 @@ def add_command(sub) -> None:
 def run_whatif(args: argparse.Namespace) -> int:
     from pipeline.whatif_html import render
 
+    check_paths(args)
     current, proposed = load_config(args.current), load_config(args.proposed)
     zone, night, faults = scoring(args, current)
     names = (Path(args.current).name if args.current else "defaults", Path(args.proposed).name)
