@@ -42,6 +42,7 @@ import atexit
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -64,10 +65,15 @@ PID_FILE = "kafka.pid"
 # Popen handles of brokers started by this process, so that a killed child is
 # reaped (a zombie would still look alive to os.kill(pid, 0)).
 _CHILDREN: dict[int, subprocess.Popen] = {}
+_ENDED: dict[int, subprocess.Popen] = {}  # reaped children, for the exit status in an error
 
 
 class KafkaError(RuntimeError):
     """The broker could not be started, found or stopped."""
+
+
+class BrokerDied(KafkaError):
+    """The broker process ended while it was awaited."""
 
 
 # --------------------------------------------------------------------------
@@ -117,7 +123,7 @@ def _alive(pid: int | None) -> bool:
         return False
     child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
-        _CHILDREN.pop(pid, None)
+        _ENDED[pid] = _CHILDREN.pop(pid)
         return False
     try:
         os.kill(pid, 0)
@@ -136,9 +142,22 @@ def _alive(pid: int | None) -> bool:
 
 
 def _free_port() -> int:
+    """A free port below the kernel's ephemeral range, so no outgoing connection takes it before the JVM binds."""
+    low = _ephemeral_low()
+    for port in random.sample(range(10_000, low), min(200, low - 10_000)):
+        if not _port_in_use(port):
+            return port
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(low, 10_200)
 
 
 def _port_in_use(port: int) -> bool:
@@ -387,10 +406,22 @@ def probe(bootstrap: str, timeout: float = 2.0, coordinators: bool = True) -> di
 
 
 def _tail(path: Path, n: int = 30) -> str:
+    """The last n lines, after the errors among the lines before them (a config dump can bury the cause)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+        lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
+    errors = [line for line in lines[:-n] if " ERROR " in line or " FATAL " in line or "Exception" in line]
+    return "\n".join(errors[-10:] + lines[-n:])
+
+
+def _ended(pid: int) -> str:
+    """How a broker this process started ended, when it knows."""
+    child = _CHILDREN.get(pid) or _ENDED.get(pid)
+    code = child.poll() if child is not None else None
+    if code is None:
+        return "is not running"
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
 
 
 def wait(data_dir=None, timeout: float = 90.0, coordinators: bool = True) -> str:
@@ -407,8 +438,8 @@ def wait(data_dir=None, timeout: float = 90.0, coordinators: bool = True) -> str
         if pid is None:
             raise KafkaError(f"Kafka broker in {d} is not running")
         if not _alive(pid):
-            raise KafkaError(
-                f"Kafka broker (pid {pid}) is not running; last log lines:\n"
+            raise BrokerDied(
+                f"Kafka broker (pid {pid}) {_ended(pid)}; last log lines:\n"
                 + _tail(d / "logs" / "server.log") + "\n" + _tail(d / "logs" / "stdout.log"))
         try:
             probe(bootstrap, coordinators=coordinators)
@@ -436,7 +467,7 @@ def status(data_dir=None) -> dict | None:
 
 def start(port: int | None = None, data_dir=None, version: str | None = None,
           fresh: bool = False, timeout: float = 120.0, heap: str | None = None,
-          stop_at_exit: bool = False, log=None) -> str:
+          stop_at_exit: bool = False, log=None, retry: bool | None = None) -> str:
     """Start (or find running) the broker; return its bootstrap "127.0.0.1:PORT".
 
     port None reuses the port of an earlier run in data_dir, else 9092; port 0
@@ -444,7 +475,11 @@ def start(port: int | None = None, data_dir=None, version: str | None = None,
     version None reuses the version of that data, else $STORMDRAIN_KAFKA_VERSION,
     else DEFAULT_VERSION.  stop_at_exit registers an atexit stop() for this
     data_dir (the JVM runs in its own session and outlives its starter).
+    A broker on ports picked here that dies while starting is started once more
+    on other ports (retry None: only when port is 0).
     """
+    if retry is None:
+        retry = port == 0
     d = _dir(data_dir)
     state = _read_state(d)
     pid = _read_pid(d)
@@ -515,6 +550,12 @@ def start(port: int | None = None, data_dir=None, version: str | None = None,
         atexit.register(stop, d)
     try:
         return wait(d, timeout)
+    except BrokerDied:
+        if not retry:
+            raise
+        if log:
+            log("Kafka died while starting; starting it again on other free ports")
+        return start(0, d, version, timeout=timeout, heap=heap, log=log, retry=False)
     except KafkaError:
         _signal(d, signal.SIGKILL, 10)
         raise
