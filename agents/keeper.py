@@ -10,6 +10,7 @@ finds a state whose outputs were lost.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import Any, Callable, Iterable
 import faust
 
 from agents.app import on_partition_of
+
+log = logging.getLogger("stormdrain.worker")
 
 
 @dataclass
@@ -119,39 +122,59 @@ class Held:
 
 
 class InOrder:
-    """Lets a partition's events through in offset order with no gap, from the committed offset on.
+    """Lets a partition's events through in offset order, from the committed offset on.
 
     The agents skip records by offset, so they must see each partition whole
     and in order. Faust can hand over events out of that order around a
     rebalance (fetched before its seek to the committed offsets, or past a
     partition it never committed); an event ahead of the next expected offset
     makes the consumer read again from there, and one behind it was taken before.
+    A gap that is still there after SEEKS reads from the expected offset is real
+    (records compacted away or deleted, transaction markers) and is passed over;
+    an event of a partition no longer assigned is left alone.
     """
+
+    SEEKS = 3
 
     def __init__(self, app: faust.App):
         self.app = app
         self.next: dict = {}
+        self.sought: dict = {}  # tp -> (offset sought, times)
 
     def forget(self, tps: Iterable) -> None:
         for tp in tps:
             self.next.pop(tp, None)
+            self.sought.pop(tp, None)
 
     async def admit(self, events: list[faust.EventT]) -> list[faust.EventT]:
         admitted, rewound = [], set()
+        assigned = self.app.consumer.assignment()
         for event in events:
             tp, offset = event.message.tp, event.message.offset
-            if tp in rewound:
+            if tp in rewound or tp not in assigned:
                 continue
             expected = self.next.get(tp)
             if expected is None:
                 expected = self.next[tp] = await self._start(tp)
-            if offset > expected:
+            if offset > expected and not self._gap(tp, expected, offset):
                 await self.app.consumer.seek(tp, expected)
                 rewound.add(tp)
-            elif offset == expected:
+            elif offset >= expected:
                 admitted.append(event)
                 self.next[tp] = offset + 1
+                self.sought.pop(tp, None)
         return admitted
+
+    def _gap(self, tp, expected: int, offset: int) -> bool:
+        """True once reading again from `expected` has brought `offset` SEEKS times: nothing lies between."""
+        sought, times = self.sought.get(tp, (expected, 0))
+        times = times + 1 if sought == expected else 1
+        if times <= self.SEEKS:
+            self.sought[tp] = (expected, times)
+            return False
+        log.info("%s: offsets %d to %d are not in the log (compacted or deleted); going on from %d",
+                 tp, expected, offset - 1, offset)
+        return True
 
     async def _start(self, tp) -> int:
         committed = self.app.consumer._committed_offset.get(tp)  # known since faust's seek after the rebalance

@@ -190,15 +190,16 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, int | None]]) -> None:
-    """Write (key, value, partition) records straight to a topic."""
+def produce(bootstrap: str, topic: str, records: list[tuple]) -> None:
+    """Write (key, value, partition[, headers]) records straight to a topic."""
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await producer.start()
         try:
-            for key, value, partition in records:
-                await producer.send_and_wait(topic, value, key=key, partition=partition)
+            for key, value, partition, *headers in records:
+                await producer.send_and_wait(topic, value, key=key, partition=partition,
+                                             headers=headers[0] if headers else None)
         finally:
             await producer.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -12,6 +13,10 @@ from agents.producer import Publisher
 from pipeline.bench import demo
 from pipeline.config import Config
 from pipeline.identity import Identity
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from tests.integration.parts import BridgeThread, post, produce, read_topic, tick, worker
 from tests.integration.storms import RecordedBridge, by_version, diagnoses, embedded_run, envelopes, finish
 from tests.timeline import alert, at, webhook
@@ -119,3 +124,55 @@ def test_a_malformed_record_goes_to_the_dead_letter_topic_and_the_stream_goes_on
     assert [d.reason for d in letters_found] == ["malformed"] * 4
     assert "received_at" in letters_found[1].detail and "yesterday" in letters_found[1].record
     assert incidents.decode(snapshots[0].value).services.keys() == {"orders"}
+
+
+def test_a_worker_restarted_behind_records_compacted_or_deleted_goes_on_from_the_first_one_left(kafka, tmp_path):
+    raw, incidents = kafka.topic(ALERTS_RAW), kafka.topic(INCIDENTS)
+    group = kafka.group("worker")
+    good = {"received_at": "2025-11-28T03:54:30Z", "scope": "default", "alert": alert("PoolExhausted", "orders")}
+    first = worker(tmp_path, kafka.bootstrap, kafka.namespace, "first", "--tick-every", "0")
+    try:
+        produce(kafka.bootstrap, raw.name, [(b"default", json.dumps(good).encode(), 0)])
+        tick(kafka.bootstrap, raw.name, raw.partitions, at(600))
+        snapshot = read_topic(kafka.bootstrap, incidents.name, lambda ms: len(ms) >= 1)[-1]
+        tp = TopicPartition(incidents.name, snapshot.partition)
+        _until(lambda: _committed(kafka.bootstrap, group, tp) == snapshot.offset + 1)
+    finally:
+        first.stop()
+    copies = 5  # the same snapshot again, then every record before the last deleted: the committed offset is gone
+    produce(kafka.bootstrap, incidents.name,
+            [(snapshot.key, snapshot.value, snapshot.partition, list(snapshot.headers))] * copies)
+    last = snapshot.offset + copies
+    asyncio.run(_delete_before(kafka.bootstrap, tp, last, incidents.topic_configs()))
+    second = worker(tmp_path, kafka.bootstrap, kafka.namespace, "second", "--tick-every", "0")
+    try:
+        _until(lambda: _committed(kafka.bootstrap, group, tp) == last + 1, timeout=60)
+        second.wait_for(rf"offsets {snapshot.offset + 1} to {last - 1} are not in the log")
+        assert second.proc.poll() is None
+    finally:
+        second.stop()
+
+
+def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    async def read() -> int | None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            found = await admin.list_consumer_group_offsets(group, partitions=[tp])
+        finally:
+            await admin.close()
+        return found[tp].offset if tp in found else None
+
+    return asyncio.run(read())
+
+
+async def _delete_before(bootstrap: str, tp: TopicPartition, offset: int, configs: dict) -> None:
+    """Records before `offset` gone, as compaction leaves them (Kafka deletes records only under a delete policy)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        policy = {**configs, "cleanup.policy": "compact,delete"}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, tp.topic, policy)])
+        await admin.delete_records({tp: RecordsToDelete(offset)})
+    finally:
+        await admin.close()
