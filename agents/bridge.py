@@ -9,13 +9,20 @@ broker that is away or slow gets 503 with Retry-After: Alertmanager retries a
 5xx but drops a notification for good on any 4xx, so a valid webhook never
 gets one. The receive time is the event time: it goes into every record and
 is the record's Kafka timestamp.
+
+A client cannot hold the bridge's connections: one that has not sent its
+request headers within the idle timeout is closed, a request not read and
+answered within the request timeout gets 503 and its connection closed, and
+past the connection cap a new connection gets 503 at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -28,6 +35,7 @@ from agents.producer import Publisher, Unavailable
 from pipeline.alerts import AlertRecord, InputError, Webhook, encode_within, split_webhook, validation_error
 from pipeline.identity import Identity
 
+log = logging.getLogger("stormdrain.bridge")
 MIB = 1 << 20
 JSON_TYPES = ("application/json",)
 
@@ -41,6 +49,9 @@ class BridgeSettings:
     retry_after: int = 5
     bearer_token: str | None = None
     basic_auth: tuple[str, str] | None = None
+    request_timeout: float = 60.0  # to read a request and answer it; far above the publish timeout
+    idle_timeout: float = 30.0  # for a connection's request headers, and between requests
+    max_connections: int = 1024
 
 
 class Metrics:
@@ -67,7 +78,8 @@ def build_app(publisher: Publisher, identity: Identity, settings: BridgeSettings
     """The bridge's HTTP application; `clock` gives the receive time (a test may set it)."""
     metrics = Metrics()
     bridge = _Bridge(publisher, identity, settings, clock, metrics)
-    app = web.Application(client_max_size=settings.max_body)
+    app = web.Application(client_max_size=settings.max_body,
+                          middlewares=[_deadline(settings.request_timeout, settings.retry_after)])
     app.router.add_post("/alerts", bridge.receive)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", bridge.readyz)
@@ -79,6 +91,78 @@ def build_app(publisher: Publisher, identity: Identity, settings: BridgeSettings
 
 async def _healthz(_: web.Request) -> web.Response:
     return _json(200, {"status": "ok"})
+
+
+def _deadline(seconds: float, retry_after: int):
+    """A request not read and answered in time gets 503 (Alertmanager sends it again) and its connection closed."""
+
+    @web.middleware
+    async def deadline(request: web.Request, handler) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(seconds):
+                return await handler(request)
+        except TimeoutError:
+            log.warning("%s %s not read and answered within %g s; closed", request.method, request.path, seconds)
+            response = _json(503, {"error": f"request not read and answered within {seconds:g} s", "field": ""},
+                             headers={"Retry-After": str(retry_after)})
+            response.force_close()
+            return response
+
+    return deadline
+
+
+async def serve(app: web.Application, host: str, port: int, settings: BridgeSettings, stop: asyncio.Event) -> None:
+    """Serve `app` until `stop` is set, under the settings' idle timeout and connection cap."""
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.idle_timeout, lingering_time=2.0,
+                           shutdown_timeout=10.0)
+    await runner.setup()
+    try:
+        server = await asyncio.get_running_loop().create_server(
+            _Capped(runner.server, settings.max_connections, settings.retry_after), host, port,
+            reuse_address=True, backlog=512)
+        log.warning("bridge listening on http://%s:%d", host, port)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+    finally:
+        await runner.cleanup()
+
+
+class _Capped:
+    """The app's connections up to a cap; past it a connection gets 503 and is closed at once."""
+
+    def __init__(self, server: web.Server, cap: int, retry_after: int):
+        self.server, self.cap = server, cap
+        self.busy = (f"HTTP/1.1 503 Service Unavailable\r\nRetry-After: {retry_after}\r\n"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n").encode()
+        self.refused = 0
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if len(self.server.connections) < self.cap:
+            return self.server()
+        self.refused += 1
+        if self.refused in (1, 10) or self.refused % 1000 == 0:
+            log.warning("%d connections open, the cap; %d refused so far", self.cap, self.refused)
+        return _Busy(self.busy)
+
+
+class _Busy(asyncio.Protocol):
+    """Writes its answer and closes; it reads what the client sent meanwhile, for a second at most, so that
+    closing with that unread does not reset the connection before the client reads the answer."""
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.answer)
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(1.0, transport.close)
+        self.transport = transport
+
+    def eof_received(self) -> bool:
+        self.transport.close()
+        return False
 
 
 class _Bridge:

@@ -32,6 +32,14 @@ def register_bridge(sub) -> None:
     parser.add_argument("--publish-timeout", type=positive_seconds, default=5.0,
                         help="seconds to wait for Kafka's acknowledgement before answering 503 (default 5)")
     parser.add_argument("--retry-after", type=count, default=5, help="Retry-After seconds on a 503 (default 5)")
+    parser.add_argument("--request-timeout", type=positive_seconds, default=60.0,
+                        help="seconds to read a request and answer it, else 503 and the connection closed; "
+                             "above --publish-timeout (default 60)")
+    parser.add_argument("--idle-timeout", type=positive_seconds, default=30.0,
+                        help="seconds a connection may wait before its request headers or between requests "
+                             "(default 30)")
+    parser.add_argument("--max-connections", type=at_least(1), default=1024,
+                        help="open connections at most; past it a new one gets 503 at once (default 1024)")
     parser.epilog = ("Credentials, when set, are required: STORMDRAIN_BRIDGE_TOKEN (bearer) and/or "
                      "STORMDRAIN_BRIDGE_BASIC_AUTH (user:password), or the same names with _FILE pointing to a file. "
                      "SLACK_SIGNING_SECRET (or SLACK_SIGNING_SECRET_FILE) adds POST /slack/actions for Slack's "
@@ -40,17 +48,21 @@ def register_bridge(sub) -> None:
 
 
 def run_bridge(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from agents.bridge import BridgeSettings, build_app
+    from agents.bridge import BridgeSettings, build_app, serve
     from agents.producer import Publisher
     from pipeline.config import load_config
     from pipeline.identity import Identity
     from topics.catalog import ALERTS_RAW
 
+    if args.request_timeout <= args.publish_timeout:
+        raise InputError("--request-timeout", f"must be above --publish-timeout ({args.publish_timeout:g} s), "
+                                              "or a slow broker would cut a webhook off before its 503")
     kafka = kafka_of(args)
     settings = BridgeSettings(max_body=args.max_body, retry_after=args.retry_after,
-                              bearer_token=_secret("STORMDRAIN_BRIDGE_TOKEN"), basic_auth=basic_auth())
+                              bearer_token=_secret("STORMDRAIN_BRIDGE_TOKEN"), basic_auth=basic_auth(),
+                              request_timeout=args.request_timeout, idle_timeout=args.idle_timeout,
+                              max_connections=args.max_connections)
+    _open_files(args.max_connections + 256)
     publisher = Publisher(kafka.bootstrap, kafka.topic(ALERTS_RAW).name, args.publish_timeout, linger_ms=2,
                           max_batch_size=256 * 1024)
     app = build_app(publisher, Identity(load_config(args.config).identity), settings)
@@ -60,9 +72,29 @@ def run_bridge(args: argparse.Namespace) -> int:
 
         add_slack_actions(app, kafka_publisher(publisher, kafka.namespace), signing_secret,
                           retry_after=settings.retry_after)
-    web.run_app(app, host=args.host, port=args.port, print=lambda text: log.warning(text.strip()),
-                access_log=None)
+    asyncio.run(_until_signalled(lambda stop: serve(app, args.host, args.port, settings, stop)))
     return 0
+
+
+async def _until_signalled(run) -> None:
+    """Run `run(stop)` until SIGINT or SIGTERM sets `stop`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(stop)
+
+
+def _open_files(wanted: int) -> None:
+    """Raise the soft limit on open files towards `wanted` (one per connection, and some to spare)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    if ceiling < wanted:
+        log.warning("open files are limited to %d; --max-connections is more than that allows", hard)
 
 
 def _secret(name: str) -> str | None:
