@@ -24,7 +24,8 @@ from pipeline.remediate import RunPlan
 from pipeline.runbooks import DEFAULT_CATALOG, load_catalog
 from tests.integration.remediation_support import ROOT, diagnosis
 
-pytestmark = pytest.mark.integration
+# The first test's setup may build kube-apiserver (about 15 minutes on two cores, once).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 INCIDENT = "inc-kube-check"
 
 
