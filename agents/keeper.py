@@ -129,9 +129,9 @@ class InOrder:
     rebalance (fetched before its seek to the committed offsets, or past a
     partition it never committed); an event ahead of the next expected offset
     makes the consumer read again from there, and one behind it was taken before.
-    A gap that is still there after SEEKS reads from the expected offset is real
-    (records compacted away or deleted, transaction markers) and is passed over;
-    an event of a partition no longer assigned is left alone.
+    A gap that SEEKS reads from the expected offset all begin after, at the same
+    offset, is real (records compacted away or deleted, transaction markers) and
+    is passed over; an event of a partition no longer assigned is left alone.
     """
 
     SEEKS = 3
@@ -139,7 +139,7 @@ class InOrder:
     def __init__(self, app: faust.App):
         self.app = app
         self.next: dict = {}
-        self.sought: dict = {}  # tp -> (offset sought, times)
+        self.sought: dict = {}  # tp -> (offset sought, first offset read after it, times)
 
     def forget(self, tps: Iterable) -> None:
         for tp in tps:
@@ -166,11 +166,14 @@ class InOrder:
         return admitted
 
     def _gap(self, tp, expected: int, offset: int) -> bool:
-        """True once reading again from `expected` has brought `offset` SEEKS times: nothing lies between."""
-        sought, times = self.sought.get(tp, (expected, 0))
-        times = times + 1 if sought == expected else 1
+        """True once reading again from `expected` has begun at the same `offset` SEEKS times: nothing lies between.
+
+        Events fetched before a seek come at ever later offsets, so they never count up to a gap.
+        """
+        sought = self.sought.get(tp)
+        times = sought[2] + 1 if sought and sought[:2] == (expected, offset) else 1
         if times <= self.SEEKS:
-            self.sought[tp] = (expected, times)
+            self.sought[tp] = (expected, offset, times)
             return False
         log.info("%s: offsets %d to %d are not in the log (compacted or deleted); going on from %d",
                  tp, expected, offset - 1, offset)

@@ -8,7 +8,6 @@ import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,9 +32,17 @@ def load_script(name: str):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range, as the local broker picks them: no outgoing connection takes it."""
+    return _local_kafka()._free_port()
+
+
+_LOADED: dict = {}
+
+
+def _local_kafka():
+    if "kafka" not in _LOADED:
+        _LOADED["kafka"] = load_script("kafka")
+    return _LOADED["kafka"]
 
 
 class Proc:
