@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 
@@ -111,16 +112,37 @@ def _deadline(seconds: float, retry_after: int):
     return deadline
 
 
+class _QuietClients(logging.Filter):
+    """A client gone mid-request is dropped silently, a malformed request is one line: neither is the bridge's
+    fault, and a traceback for each would let any client flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ConnectionError):
+            return False
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "refused a malformed HTTP request: %s", (exc.message,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 async def serve(app: web.Application, host: str, port: int, settings: BridgeSettings, stop: asyncio.Event) -> None:
     """Serve `app` until `stop` is set, under the settings' idle timeout and connection cap."""
+    logging.getLogger("aiohttp.server").addFilter(_QuietClients())
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.idle_timeout, lingering_time=2.0,
                            shutdown_timeout=10.0)
     await runner.setup()
     try:
-        server = await asyncio.get_running_loop().create_server(
-            _Capped(runner.server, settings.max_connections, settings.retry_after), host, port,
-            reuse_address=True, backlog=512)
-        log.warning("bridge listening on http://%s:%d", host, port)
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                _Capped(runner.server, settings.max_connections, settings.retry_after), host, port,
+                reuse_address=True, backlog=512)
+        except (OSError, OverflowError) as exc:
+            raise InputError("--port", f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") \
+                from None
+        for sock in server.sockets:
+            log.warning("bridge listening on http://%s:%d", *sock.getsockname()[:2])
         try:
             await stop.wait()
         finally:
@@ -137,14 +159,20 @@ class _Capped:
         self.busy = (f"HTTP/1.1 503 Service Unavailable\r\nRetry-After: {retry_after}\r\n"
                      "Content-Length: 0\r\nConnection: close\r\n\r\n").encode()
         self.refused = 0
+        self.starting = 0  # made, not yet connected: a burst of accepts makes them all before any connects
 
     def __call__(self) -> asyncio.BaseProtocol:
-        if len(self.server.connections) < self.cap:
+        if len(self.server.connections) + self.starting < self.cap:
+            self.starting += 1
+            asyncio.get_running_loop().call_soon(self._started)  # runs just before its connection_made
             return self.server()
         self.refused += 1
         if self.refused in (1, 10) or self.refused % 1000 == 0:
             log.warning("%d connections open, the cap; %d refused so far", self.cap, self.refused)
         return _Busy(self.busy)
+
+    def _started(self) -> None:
+        self.starting -= 1
 
 
 class _Busy(asyncio.Protocol):

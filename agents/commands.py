@@ -156,6 +156,10 @@ def run_worker(args: argparse.Namespace) -> int:
         raise InputError("--incident-history", "the worker keeps history in Kafka (the diagnose.history table); "
                                                "this option is for replay and the demo")
     config, graph, catalog = load_parts(args)
+    try:
+        Path(args.datadir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError("--datadir", f"cannot create {args.datadir}: {exc.strerror or exc}") from None
     settings = WorkerSettings(datadir=Path(args.datadir), save_every=args.save_every, tick_every=args.tick_every,
                               batch_within=args.batch_within, session_timeout=args.session_timeout,
                               replication=args.replication)

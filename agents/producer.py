@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 log = logging.getLogger("stormdrain.bridge")
 RECONNECT_SECONDS = 2.0
 PROBE_SECONDS = 2.0
+STOP_SECONDS = 5.0
 
 
 class Unavailable(Exception):
@@ -41,11 +42,16 @@ class Publisher:
         self._task = asyncio.create_task(self._keep_connected())
 
     async def stop(self) -> None:
+        """Stop; records the broker has not acknowledged within STOP_SECONDS are dropped (each was answered 503)."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._producer:
-            await self._producer.stop()
+            try:
+                await asyncio.wait_for(self._producer.stop(), STOP_SECONDS)
+            except asyncio.TimeoutError:
+                log.warning("Kafka did not take the last records within %g s; stopping without them "
+                            "(their webhooks were answered 503, so Alertmanager sends them again)", STOP_SECONDS)
 
     async def publish(self, records: Sequence[tuple[bytes, bytes]], timestamp_ms: int) -> None:
         """Send (key, value) records; return once the broker has acknowledged every one."""

@@ -87,7 +87,7 @@ class Proc:
 def worker(tmp: Path, bootstrap: str, namespace: str, name: str, *extra: str) -> Proc:
     """A worker process, ready to take records when this returns."""
     proc = Proc(tmp / f"{name}.log", "worker", "--bootstrap", bootstrap, "--namespace", namespace,
-                "--datadir", str(tmp / name), "--session-timeout", "3", *extra)
+                "--datadir", str(tmp / name / "store"), "--session-timeout", "3", *extra)  # parents made by it
     proc.wait_for(r"\[\^Worker\]: Ready")
     return proc
 

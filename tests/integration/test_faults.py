@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 
 import pytest
@@ -17,7 +18,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.integration.parts import BridgeThread, post, produce, read_topic, tick, worker
+from tests.integration.parts import BridgeThread, Proc, free_port, post, produce, read_topic, tick, wait_ready, worker
 from tests.integration.storms import RecordedBridge, by_version, diagnoses, embedded_run, envelopes, finish
 from tests.timeline import alert, at, webhook
 from topics.catalog import ALERTS_RAW, DEAD_LETTERS, INCIDENTS
@@ -104,6 +105,27 @@ def test_the_bridge_answers_503_while_the_broker_is_down_and_every_alert_arrives
     records = read_topic(kafka.bootstrap, raw.name,
                          lambda ms: {json.loads(m.value)["alert"]["labels"]["alertname"] for m in ms} >= wanted)
     assert {json.loads(m.value)["alert"]["labels"]["alertname"] for m in records} == wanted
+
+
+def test_a_bridge_stopped_while_kafka_is_away_with_a_webhook_unacknowledged_exits_at_once(
+        kafka, broker, local_kafka, tmp_path):
+    port = free_port()
+    proc = Proc(tmp_path / "bridge.log", "bridge", "--bootstrap", kafka.bootstrap, "--namespace", kafka.namespace,
+                "--host", "127.0.0.1", "--port", str(port), "--publish-timeout", "2")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        assert post(url + "/alerts", _storm(5, 0))[0] == 200
+        local_kafka.stop(broker[1])
+        assert post(url + "/alerts", _storm(5, 5))[0] == 503  # its records wait in the producer for the broker
+        started = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(30) == 0
+        assert time.monotonic() - started < 15
+        assert "stopping without them" in proc.text()
+    finally:
+        proc.stop()
+        local_kafka.start(data_dir=broker[1])
 
 
 def test_a_malformed_record_goes_to_the_dead_letter_topic_and_the_stream_goes_on(kafka, tmp_path):
