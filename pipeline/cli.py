@@ -34,6 +34,7 @@ REPLAY_CHUNK = 1024
 # The pipeline allocates many small objects that live on (alert states, incidents, versions); collecting
 # the youngest generation every 700 allocations, CPython's default, cost 5 to 19 % of a replay.
 GC_YOUNG_THRESHOLD = 50_000
+REPEAT_SECONDS = 30.0  # the same log message at most once in this time
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Repeats(REPEAT_SECONDS))
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -53,6 +56,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+class Repeats(logging.Filter):
+    """A message said again within `seconds` is dropped, and counted in the next one let through: a Kafka
+    client retrying every few milliseconds while the broker is away says so once in a while, not 30 times a second."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.last: dict[str, float] = {}
+        self.dropped: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if len(self.last) > 1000:
+            self.last.clear()
+        if record.created - self.last.get(text, float("-inf")) < self.seconds:
+            self.dropped[text] = self.dropped.get(text, 0) + 1
+            return False
+        self.last[text] = record.created
+        dropped = self.dropped.pop(text, 0)
+        if dropped:
+            record.msg, record.args = f"{text} (repeated {dropped} times since it was last logged)", ()
+        return True
 
 
 def build_parser() -> argparse.ArgumentParser:

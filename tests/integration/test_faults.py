@@ -123,6 +123,7 @@ def test_a_bridge_stopped_while_kafka_is_away_with_a_webhook_unacknowledged_exit
         assert proc.proc.wait(30) == 0
         assert time.monotonic() - started < 15
         assert "stopping without them" in proc.text()
+        assert proc.text().count("Unable connect to node") <= 2, "the Kafka client's retries flood the log"
     finally:
         proc.stop()
         local_kafka.start(data_dir=broker[1])
