@@ -59,7 +59,7 @@ def _where(d: Diagnosis) -> str:
     root = d.root_cause.service
     others = [s for s in d.affected_services if s != root]
     shown = ", ".join(others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
-    return f"{root} <- {shown}" if others else f"{root or 'unknown'} only"
+    return f"{root} (root); also alerting: {shown}" if others else f"{root or 'unknown'} only"
 
 
 def _why(d: Diagnosis) -> str:
