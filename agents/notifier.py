@@ -22,7 +22,8 @@ from collections import Counter, defaultdict
 from typing import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from pydantic import ValidationError
 
 from agents.compacted import Compacted
 from agents.options import Kafka
@@ -139,13 +140,23 @@ class Notifier:
             versions = batch.new(incident_id)
             for sink in self.sinks:
                 for diagnosis in versions if sink.every_version else versions[-1:]:
-                    await sink.handle(diagnosis)
+                    await self._unless_unshowable(sink, sink.handle(diagnosis), f"{incident_id} v{diagnosis.version}")
                 for act in batch.acts.get(incident_id, []):
-                    await sink.handle_act(act)
+                    await self._unless_unshowable(sink, sink.handle_act(act), f"a {act.__class__.__name__.lower()} "
+                                                                              f"for {incident_id}")
             if versions:
                 await self.handled.handled(versions[-1])
             self.counts["versions"] += len(versions)
             self.counts["acts"] += len(batch.acts.get(incident_id, []))
+
+    async def _unless_unshowable(self, sink: Sink, handling, what: str) -> None:
+        """A record no sink can show (it fails the page's own checks, or is over Kafka's size limits) is logged
+        and skipped, so that it cannot stop every page after it; anything else (Slack or Kafka away) is raised."""
+        try:
+            await handling
+        except (ValidationError, MessageSizeTooLargeError) as exc:
+            self.counts["unshowable"] += 1
+            log.error("%s cannot show %s, skipped: %s", type(sink).__name__, what, str(exc).splitlines()[0][:300])
 
     async def run(self, bootstrap: str, group: str, stop: asyncio.Event, caches: list[Compacted]) -> None:
         """Consume until `stop` is set: handle each batch, then commit its offsets."""
@@ -203,7 +214,8 @@ def _required(env, name: str) -> str:
 async def serve(kafka: Kafka, config: Config, catalog: Catalog, group: str | None = None,
                 print_pages: bool = False) -> int:
     """The notifier process: sinks built, saved state loaded, consume until SIGTERM or SIGINT."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True,
+                                max_request_size=kafka.topic(SLACK_MESSAGES).max_message_bytes)
     refs = KafkaRefs(kafka.bootstrap, producer, kafka.topic(SLACK_MESSAGES))
     handled = HandledVersions(kafka.bootstrap, producer, kafka.topic(NOTIFIER_VERSIONS))
     sinks: list[Sink] = []

@@ -115,12 +115,15 @@ class Approvers(BaseModel):
         return value
 
 
+RUNBOOK_ID = re.compile(r"^RB-[A-Z0-9]+-\d{3}$")
+
+
 class Runbook(BaseModel):
     """One catalog entry: what it fixes, the playbook that fixes it, and how the executor may run it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^RB-[A-Z0-9]+-\d{3}$")
+    id: str = Field(pattern=RUNBOOK_ID.pattern)
     title: str
     playbook: str = Field(default="", pattern=r"^([A-Za-z0-9_.\-]+\.ya?ml)?$")
     match: Match = Match()

@@ -214,7 +214,7 @@ EVIDENCE = Topic(
 )
 SLACK_MESSAGES = Topic(
     "stormdrain.notifier.messages", "key", MessageRef, partitions=3, compact=True, retention_ms=30 * DAY_MS,
-    configs={"cleanup.policy": "compact,delete"},
+    configs={"cleanup.policy": "compact,delete"}, max_message_bytes=16 * MIB,  # it holds the diagnosis shown
     description="Where each Slack message is (channel, ts) and what it shows, keyed by incident id or digest key; "
                 "the Slack notifier reloads it at start so a redelivered diagnosis updates, never posts twice.",
 )

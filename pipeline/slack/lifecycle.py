@@ -59,7 +59,9 @@ class MessageRef(BaseModel):
     def showing(self, d: Diagnosis) -> "MessageRef":
         if self.kind == "digest":
             return self.model_copy(update={"entries": with_entry(self.entries, entry_for(d))})
-        return self.model_copy(update={"version": max(self.version, d.version), "diagnosis": d})
+        # The page never lists fingerprints; a storm's thousands of them would only swell the saved reference.
+        return self.model_copy(update={"version": max(self.version, d.version),
+                                       "diagnosis": d.model_copy(update={"fingerprints": []})})
 
     def with_act(self, act: Approval | Feedback) -> "MessageRef":
         return self.model_copy(update={"acts": [*self.acts, act][-MAX_ACTS:]})

@@ -22,7 +22,7 @@ from pipeline.alerts import NO_ALERTNAME
 from pipeline.actions import Approval, Feedback
 from pipeline.diagnose import Diagnosis
 from pipeline.render import confidence, duration
-from pipeline.runbooks import Catalog, Runbook
+from pipeline.runbooks import RUNBOOK_ID, Catalog, Runbook
 from pipeline.slack import blockkit as bk
 
 ACTION_PREFIX = "stormdrain."
@@ -39,7 +39,7 @@ class ButtonValue(BaseModel):
     action: Button = Field(alias="a")
     incident_id: str = Field(alias="i", min_length=1, max_length=64)
     version: int = Field(alias="v", ge=1)
-    runbook: str | None = Field(default=None, alias="r", pattern=r"^RB-[A-Z0-9]+-\d{3}$")
+    runbook: str | None = Field(default=None, alias="r", pattern=RUNBOOK_ID.pattern)
 
     def encode(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
@@ -74,7 +74,8 @@ def render_message(d: Diagnosis, catalog: Catalog | None = None, links: Links = 
     ]
     if acts:
         blocks.append(bk.context(*_act_lines(acts)))
-    blocks.append(bk.actions(_buttons(d, runbook), block_id=f"{d.incident_id}:v{d.version}"))
+    approvable = runbook.id if runbook else (d.recommended_runbook if catalog is None else None)
+    blocks.append(bk.actions(_buttons(d, runbook, approvable), block_id=f"{d.incident_id}:v{d.version}"))
     blocks.append(bk.context(_footer(d, links)))
     return Message(text=bk.clip(bk.escape(f"{_kind(d)} {_root_title(d)}: {d.summary}"), bk.MAX_TEXT),
                    blocks=bk.fit_blocks(blocks))
@@ -156,13 +157,14 @@ def manual_command(d: Diagnosis, runbook: Runbook | None) -> str | None:
     return f"ansible-playbook playbooks/{runbook.playbook} -e {shlex.quote(extra)}"
 
 
-def _buttons(d: Diagnosis, runbook: Runbook | None) -> list[dict]:
+def _buttons(d: Diagnosis, runbook: Runbook | None, approvable: str | None) -> list[dict]:
+    """The page's buttons; Approve only for a runbook of the catalog (or, with no catalog, a well-formed id)."""
     def value(action: Button, with_runbook: bool = False) -> str:
         return ButtonValue(action=action, incident_id=d.incident_id, version=d.version,
-                           runbook=d.recommended_runbook if with_runbook else None).encode()
+                           runbook=approvable if with_runbook else None).encode()
 
     buttons = []
-    if d.status == "firing" and d.recommended_runbook:
+    if d.status == "firing" and approvable and RUNBOOK_ID.match(approvable):
         buttons.append(bk.button("Approve fix", ACTION_PREFIX + "approve", value("approve", True), "primary",
                                  bk.confirm("Approve the fix?", bk.escape(
                                      f"Run {d.recommended_runbook} for {d.root_cause.service} "

@@ -130,3 +130,22 @@ def test_the_print_sink_prints_the_page_and_who_clicked():
     text = out.getvalue()
     assert text.startswith(f"PAGE {STORM[0].incident_id} v1 [critical]")
     assert text.rstrip().endswith(f"feedback on {STORM[0].incident_id} (version 1 seen): not actionable by U1")
+
+
+class Unshowable(Recorder):
+    """A sink that cannot show one incident: its page fails its own checks, as a hostile record's would."""
+
+    async def handle(self, diagnosis) -> None:
+        if diagnosis.incident_id == "inc-poison":
+            from pipeline.slack.page import ButtonValue
+            ButtonValue(action="approve", incident_id=diagnosis.incident_id, version=1, runbook="RB-x'; id")
+        await super().handle(diagnosis)
+
+
+def test_a_record_no_sink_can_show_is_logged_and_skipped_and_the_pages_after_it_go_out(caplog):
+    sink = Unshowable(every_version=True)
+    notifier = Notifier([sink], HandledVersions("", Saved()), CONSUMED)
+    poison = STORM[0].model_copy(update={"incident_id": "inc-poison"})
+    handle(notifier, [record(DIAGNOSES, DIAGNOSES.encode(poison)), record(DIAGNOSES, DIAGNOSES.encode(STORM[0]))])
+    assert sink.got == [1] and notifier.counts["unshowable"] == 1
+    assert "cannot show inc-poison v1, skipped" in caplog.text

@@ -146,3 +146,25 @@ def test_warnings_go_to_the_digest_not_the_page_channel(slack_api):
     [digest] = slack_api.posts("#alerts")
     assert digest["blocks"][0]["text"]["text"].startswith("🟡 Alerts that did not page")
     assert len(slack_api.of("chat.update")) < len(quiet) - 1  # only when a line changes
+
+
+def _approve_buttons(api) -> list[dict]:
+    return [e for m in api.posts("#incidents") if "thread_ts" not in m for b in m["blocks"] if b["type"] == "actions"
+            for e in b["elements"] if e["action_id"].endswith("approve")]
+
+
+def test_a_runbook_not_in_the_catalog_gets_no_approve_button_and_a_hostile_id_breaks_nothing(slack_api):
+    hostile = STORM[0].model_copy(update={"recommended_runbook": "RB-DB-001'; id #<!here>"})
+    unknown = STORM[0].model_copy(update={"incident_id": "inc-unknown-runbook", "recommended_runbook": "RB-ZZZ-999"})
+    deliver(sink(slack_api), [hostile, unknown, STORM[0].model_copy(update={"incident_id": "inc-known"})])
+    assert len(slack_api.posts("#incidents")) == 3
+    assert [json.loads(b["value"])["r"] for b in _approve_buttons(slack_api)] == [STORM[0].recommended_runbook]
+
+
+def test_the_saved_reference_keeps_the_page_but_not_the_storm_s_fingerprints(slack_api):
+    refs = MemoryRefs()
+    big = STORM[0].model_copy(update={"fingerprints": [f"{i:016x}" for i in range(30_000)]})
+    deliver(sink(slack_api, refs), [big])
+    [ref] = refs.refs.values()
+    assert ref.diagnosis.fingerprints == [] and ref.diagnosis.summary == big.summary
+    assert len(MessageRef.model_validate(ref.model_dump()).model_dump_json()) < 100_000
