@@ -8,6 +8,7 @@ import sys
 from typing import TextIO
 
 from pipeline.diagnose import Diagnosis
+from pipeline.parameters import ParameterError, resolve
 from pipeline.runbooks import Catalog
 
 
@@ -25,6 +26,14 @@ class Executor:
             print(f"{head}: no runbook matches; nothing to run", file=self.out, flush=True)
             return
         runbook = self.catalog.get(runbook_id)
-        title = f" ({runbook.title})" if runbook else ""
+        if runbook is None:
+            print(f"{head}: {runbook_id} is not in the catalog; would refuse it", file=self.out, flush=True)
+            return
+        try:
+            resolve(runbook, diagnosis)  # the same checks as a real run, so a refusal shows here first
+        except ParameterError as exc:
+            print(f"{head}: would refuse {runbook_id}: {exc}", file=self.out, flush=True)
+            return
         root = diagnosis.root_cause.service or "unknown"
-        print(f"{head}: would run {runbook_id}{title} against {root} once approved", file=self.out, flush=True)
+        print(f"{head}: would run {runbook_id} ({runbook.title}) against {root} once approved", file=self.out,
+              flush=True)
