@@ -31,14 +31,17 @@ MAX_ACTS_SHOWN = 9
 Button = Literal["approve", "manual", "escalate", "not_actionable"]
 
 
+MAX_VERSION = 10**9  # far beyond any incident's versions, far below what a hostile click may claim
+
+
 class ButtonValue(BaseModel):
     """What a button carries back on a click: the incident, the version the person saw, the runbook."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     action: Button = Field(alias="a")
-    incident_id: str = Field(alias="i", min_length=1, max_length=64)
-    version: int = Field(alias="v", ge=1)
+    incident_id: str = Field(alias="i", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")  # as the worker names them
+    version: int = Field(alias="v", ge=1, le=MAX_VERSION)
     runbook: str | None = Field(default=None, alias="r", pattern=RUNBOOK_ID.pattern)
 
     def encode(self) -> str:
@@ -181,6 +184,9 @@ def _buttons(d: Diagnosis, runbook: Runbook | None, approvable: str | None) -> l
 
 
 def _act_lines(acts: list[Approval | Feedback]) -> list[str]:
+    """What people did, each thing once: a double click on the same button is one line."""
+    acts = list({(type(a), a.user_id, getattr(a, "runbook", None), getattr(a, "verdict", None), a.version): a
+                 for a in reversed(acts)}.values())[::-1]
     shown = [act_line(a) for a in acts[-MAX_ACTS_SHOWN:]]
     earlier = len(acts) - len(shown)
     return ([f"and {earlier} earlier"] if earlier else []) + shown

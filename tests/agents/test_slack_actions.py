@@ -139,6 +139,9 @@ def test_an_oversized_body_gets_413_and_publishes_nothing():
     click(value=json.dumps({"a": "approve", "i": PAGE.incident_id, "v": 1, "r": "RB-../../etc"})),
     click(value=json.dumps({"a": "escalate", "i": PAGE.incident_id, "v": 1})),  # value of another button
     click(value=json.dumps({"a": "approve", "i": "x" * 100, "v": 1, "r": "RB-DB-001"})),
+    click(value=json.dumps({"a": "approve", "i": "../../etc/passwd", "v": 1, "r": "RB-DB-001"})),
+    click(value=json.dumps({"a": "approve", "i": "inc-\u0000\u202e<!channel>", "v": 1, "r": "RB-DB-001"})),
+    click(value=json.dumps({"a": "approve", "i": PAGE.incident_id, "v": 10**30, "r": "RB-DB-001"})),
     click(user={"id": ""}),
     click(trigger=""),
 ])

@@ -96,6 +96,14 @@ def test_the_page_shows_who_approved_and_who_escalated():
     assert "&lt;!here&gt;" in context
 
 
+def test_a_double_click_on_approve_is_one_line_on_the_page():
+    d = demo_page()
+    clicks = [Approval(incident_id=d.incident_id, version=7, user_id="U024BE7LH", at=at(300 + i), request_id=f"r{i}",
+                       runbook="RB-DB-001") for i in range(2)]
+    text = to_text(render_message(d, CATALOG, acts=clicks).blocks)
+    assert text.count("✅ Approved RB-DB-001 by @U024BE7LH") == 1
+
+
 @pytest.mark.parametrize("service", ["x; rm -rf /", "{{ lookup('pipe','id') }}", "a" * 300, "$(id)", "a b"])
 def test_no_command_is_offered_for_a_service_name_that_is_not_safe(service):
     d = demo_page()
