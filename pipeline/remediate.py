@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from pipeline.actions import Approval, RemediationEvent, RemediationStep
 from pipeline.alerts import Time
@@ -129,6 +129,12 @@ def ledger_key(incident_id: str, runbook: str) -> str:
 def run_id(incident_id: str, runbook: str, request_id: str) -> str:
     digest = hashlib.sha256(f"{incident_id}|{runbook}|{request_id}".encode()).hexdigest()
     return f"run-{digest[:16]}"
+
+
+def answer_id(incident_id: str, runbook: str, by: str, version: int, answer: str) -> str:
+    """The id of a refusal or skip: the same for the same person asking the same of the same version, so a double
+    click is answered once in the diagnosis (its events are told apart by run id and step)."""
+    return run_id(incident_id, runbook, f"{answer}|{by}|v{version}")
 
 
 def event(plan: RunPlan, step: RemediationStep, at: datetime, **fields) -> RemediationEvent:
@@ -270,17 +276,18 @@ class Remediator:
             if by == "auto":
                 return []
             detail = f"already {seen.result or seen.state} as {seen.plan.run_id}: a runbook runs once per incident"
+            rid = answer_id(diagnosis.incident_id, runbook.id, by, diagnosis.version, "skipped")
             return [Publish(self._bare(diagnosis, runbook, rid, "skipped", by, detail, now))]
         try:
             plan = self._plan(runbook, diagnosis, by, rid)
         except ParameterError as exc:
-            return self._decline(state, diagnosis, runbook, rid, by, "rejected_input", f"rejected input: {exc}", now)
+            return self._decline(state, diagnosis, runbook, by, "rejected_input", f"rejected input: {exc}", now)
         if not runbook.playbook:
-            return self._decline(state, diagnosis, runbook, rid, by, "no_playbook", "the runbook has no playbook", now)
+            return self._decline(state, diagnosis, runbook, by, "no_playbook", "the runbook has no playbook", now)
         until = state.cooldown_until.get(plan.target)
         if until is not None and now < until:
             why = f"{plan.target} cools down until {until:%H:%M:%S}"
-            return self._decline(state, diagnosis, runbook, rid, by, "cooldown", why, now)
+            return self._decline(state, diagnosis, runbook, by, "cooldown", why, now)
         entry = LedgerEntry(plan=plan, state="queued", at=now)
         state.ledger[key] = entry
         state.queue.append(key)
@@ -342,17 +349,18 @@ class Remediator:
     def _refuse_approval(self, state: ExecutorState, approval: Approval, reason: str, why: str,
                          now: datetime) -> list[Output]:
         state.counts[f"refused_{reason}"] += 1
-        rid = run_id(approval.incident_id, approval.runbook, approval.request_id)
+        rid = answer_id(approval.incident_id, approval.runbook, approval.user_id, approval.version, reason)
         return [Publish(RemediationEvent(incident_id=approval.incident_id, runbook=approval.runbook, run_id=rid,
                                          step="refused", at=now, by=approval.user_id, detail=why))]
 
-    def _decline(self, state: ExecutorState, diagnosis: Diagnosis, runbook: Runbook, rid: str, by: str,
+    def _decline(self, state: ExecutorState, diagnosis: Diagnosis, runbook: Runbook, by: str,
                  reason: str, why: str, now: datetime) -> list[Output]:
         """No run: a person's approval is refused; auto-approve notes it once (a refusal would version the
         diagnosis, and a new version would ask again)."""
         if by == "auto":
             return self._note(state, diagnosis, runbook, reason, why, now)
         state.counts[f"refused_{reason}"] += 1
+        rid = answer_id(diagnosis.incident_id, runbook.id, by, diagnosis.version, reason)
         return [Publish(self._bare(diagnosis, runbook, rid, "refused", by, why, now))]
 
     def _note(self, state: ExecutorState, diagnosis: Diagnosis, runbook: Runbook, reason: str, why: str,

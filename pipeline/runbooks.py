@@ -11,7 +11,7 @@ from typing import Any, Literal
 import playbooks
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.alerts import InputError, validation_error
+from pipeline.alerts import validation_error
 from pipeline.config import Duration, check_regex, read_structured
 
 CATALOG_ENV = "STORMDRAIN_RUNBOOKS"

@@ -105,6 +105,19 @@ def test_the_same_approval_twice_runs_once():
     assert ex.steps() == ["approved", "started", "skipped", "skipped"]
 
 
+def test_a_double_click_is_answered_with_one_run_id_so_the_diagnosis_gains_one_version():
+    ex = Executor(groups={})
+    ex.feed(diagnosis())
+    ex.feed(approval(user="USTRANGER", request="req-1"))
+    ex.feed(approval(user="USTRANGER", request="req-2"), 1)  # the same person's second click on the same page
+    ex.feed(approval(user="UONCALL", request="req-3"), 2)
+    ex.feed(approval(user="UONCALL", request="req-4"), 3)
+    events = [o.event for o in ex.outputs if isinstance(o, Publish)]
+    assert [e.step for e in events] == ["refused", "refused", "approved", "started", "skipped"]
+    assert events[0].run_id == events[1].run_id
+    assert len({(e.run_id, e.step) for e in events}) == 4
+
+
 def test_an_approval_waits_for_the_version_it_names():
     ex = Executor()
     ex.feed(approval(version=2))
