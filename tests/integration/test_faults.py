@@ -33,6 +33,7 @@ def test_a_worker_killed_mid_storm_and_restarted_loses_no_alert_and_pages_no_inc
     bridge = RecordedBridge(kafka)
     first = worker(tmp_path, kafka.bootstrap, kafka.namespace, "first", "--graph", str(demo.GRAPH),
                    "--tick-every", "0")
+    second = None
     try:
         bridge.post(storm[:half])
         time.sleep(1.5)  # mid-storm: some state saved, some not
@@ -43,9 +44,12 @@ def test_a_worker_killed_mid_storm_and_restarted_loses_no_alert_and_pages_no_inc
         finish(kafka, storm)
         found = diagnoses(kafka, len(expected))
     finally:
-        bridge.close()
-        first.stop()
-    second.stop()
+        try:
+            bridge.close()
+        finally:
+            for proc in (first, second):
+                if proc is not None:
+                    proc.stop()
     kept = by_version(found)  # repeats after the restart are the same records, so consumers drop them
     assert kept == {(d.incident_id, d.version): d for d in expected}
     paged = {(d.incident_id, d.paged_at) for d in kept.values() if d.paged_at is not None}

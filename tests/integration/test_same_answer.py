@@ -42,8 +42,10 @@ def test_the_demo_storm_through_bridge_kafka_and_worker_matches_the_embedded_run
         finish(kafka, storm)
         found = by_version(diagnoses(kafka, len(expected)))
     finally:
-        bridge.close()
-        proc.stop()
+        try:
+            bridge.close()
+        finally:
+            proc.stop()  # a worker left running outlives the test run
     assert found == {(d.incident_id, d.version): d for d in expected}
 
     replayed = []
