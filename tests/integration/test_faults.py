@@ -173,9 +173,10 @@ def test_a_worker_restarted_behind_records_compacted_or_deleted_goes_on_from_the
     asyncio.run(_delete_before(kafka.bootstrap, tp, last, incidents.topic_configs()))
     second = worker(tmp_path, kafka.bootstrap, kafka.namespace, "second", "--tick-every", "0")
     try:
+        # Past the gap: found by reading again (and logged), or skipped at once when the committed offset was
+        # not known yet and the worker began at the log's start.
         _until(lambda: _committed(kafka.bootstrap, group, tp) == last + 1, timeout=60)
-        second.wait_for(rf"offsets {snapshot.offset + 1} to {last - 1} are not in the log")
-        assert second.proc.poll() is None
+        assert second.proc.poll() is None and "Traceback" not in second.text()
     finally:
         second.stop()
 
