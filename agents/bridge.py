@@ -127,9 +127,12 @@ class _QuietClients(logging.Filter):
         return True
 
 
+QUIET_CLIENTS = _QuietClients()
+
+
 async def serve(app: web.Application, host: str, port: int, settings: BridgeSettings, stop: asyncio.Event) -> None:
     """Serve `app` until `stop` is set, under the settings' idle timeout and connection cap."""
-    logging.getLogger("aiohttp.server").addFilter(_QuietClients())
+    logging.getLogger("aiohttp.server").addFilter(QUIET_CLIENTS)  # the same filter object is added once
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.idle_timeout, lingering_time=2.0,
                            shutdown_timeout=10.0)
     await runner.setup()

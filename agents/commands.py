@@ -9,10 +9,9 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 from pathlib import Path
 
-from agents.options import add_kafka_options, kafka_of, namespace, replicas
+from agents.options import add_kafka_options, kafka_of, namespace, replicas, signalled_stop
 from pipeline.arguments import at_least, count, positive_seconds
 from pipeline.alerts import InputError
 from pipeline.cli import add_pipeline_options, evidence_provider, load_parts
@@ -72,17 +71,11 @@ def run_bridge(args: argparse.Namespace) -> int:
 
         add_slack_actions(app, kafka_publisher(publisher, kafka.namespace), signing_secret,
                           retry_after=settings.retry_after)
-    asyncio.run(_until_signalled(lambda stop: serve(app, args.host, args.port, settings, stop)))
+    async def main() -> None:
+        await serve(app, args.host, args.port, settings, signalled_stop())
+
+    asyncio.run(main())
     return 0
-
-
-async def _until_signalled(run) -> None:
-    """Run `run(stop)` until SIGINT or SIGTERM sets `stop`."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await run(stop)
 
 
 def _open_files(wanted: int) -> None:
@@ -225,10 +218,7 @@ def run_executor(args: argparse.Namespace) -> int:
                              group=args.group)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await reader.run(stop)
+        await reader.run(signalled_stop())
 
     asyncio.run(main())
     return 0

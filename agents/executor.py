@@ -8,7 +8,7 @@ import sys
 from typing import TextIO
 
 from pipeline.diagnose import Diagnosis
-from pipeline.parameters import ParameterError, resolve
+from pipeline.remediate import Refused, plan_run
 from pipeline.runbooks import Catalog
 
 
@@ -30,10 +30,9 @@ class Executor:
             print(f"{head}: {runbook_id} is not in the catalog; would refuse it", file=self.out, flush=True)
             return
         try:
-            resolve(runbook, diagnosis)  # the same checks as a real run, so a refusal shows here first
-        except ParameterError as exc:
-            print(f"{head}: would refuse {runbook_id}: {exc}", file=self.out, flush=True)
+            plan = plan_run(runbook, diagnosis, "dry-run", "dry-run")  # as a real run is planned
+        except Refused as refused:
+            print(f"{head}: would refuse {runbook_id}: {refused.why}", file=self.out, flush=True)
             return
-        root = diagnosis.root_cause.service or "unknown"
-        print(f"{head}: would run {runbook_id} ({runbook.title}) against {root} once approved", file=self.out,
-              flush=True)
+        print(f"{head}: would run {runbook_id} ({runbook.title}) against {plan.target} once approved",
+              file=self.out, flush=True)

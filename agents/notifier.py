@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from collections import Counter, defaultdict
 from typing import Iterable
 
@@ -26,7 +25,7 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from pydantic import ValidationError
 
 from agents.compacted import Compacted
-from agents.options import Kafka
+from agents.options import Kafka, signalled_stop
 from agents.sinks import PagerDutySink, PrintSink, Sink, WebhookSink
 from agents.slack import SlackCalls, SlackFatal, SlackSink, client
 from pipeline.actions import Approval, Feedback
@@ -219,9 +218,7 @@ async def serve(kafka: Kafka, config: Config, catalog: Catalog, group: str | Non
     refs = KafkaRefs(kafka.bootstrap, producer, kafka.topic(SLACK_MESSAGES))
     handled = HandledVersions(kafka.bootstrap, producer, kafka.topic(NOTIFIER_VERSIONS))
     sinks: list[Sink] = []
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    stop = signalled_stop()
     try:
         sinks = build_sinks(config, catalog, refs, print_pages=print_pages)  # a missing secret stops here
         caches = [handled, *([refs] if any(isinstance(s, SlackSink) for s in sinks) else [])]

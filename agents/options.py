@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import re
 from dataclasses import dataclass
 
@@ -53,3 +55,11 @@ replicas = at_least(1, int, "replication factor")
 
 def kafka_of(args: argparse.Namespace) -> Kafka:
     return Kafka(bootstrap=args.bootstrap, namespace=args.namespace)
+
+
+def signalled_stop() -> asyncio.Event:
+    """An event SIGTERM or SIGINT sets: a long-running command stops cleanly on either (call it in the loop)."""
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    return stop

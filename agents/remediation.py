@@ -26,7 +26,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from agents.options import Kafka, kafka_of
+from agents.options import Kafka, kafka_of, signalled_stop
 from agents.runbook_runner import Phase, Workspace, check_diff, execute, require_ansible
 from pipeline.actions import Approval
 from pipeline.alerts import InputError
@@ -282,10 +282,4 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(runtime: ExecutorRuntime) -> None:
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await runtime.run(stop)
+    await runtime.run(signalled_stop())

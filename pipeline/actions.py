@@ -16,10 +16,13 @@ from pipeline.alerts import Time
 Name = Field(min_length=1, max_length=200)
 
 
+INCIDENT_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # as the worker names them; nothing a log or shell obeys
+
+
 class _Act(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    incident_id: str = Field(min_length=1, max_length=64)
+    incident_id: str = Field(pattern=INCIDENT_ID)
     version: int = Field(ge=1)  # the diagnosis version the person saw
     user_id: str = Name
     user_name: str = Field(default="", max_length=200)

@@ -137,6 +137,36 @@ def answer_id(incident_id: str, runbook: str, by: str, version: int, answer: str
     return run_id(incident_id, runbook, f"{answer}|{by}|v{version}")
 
 
+class Refused(Exception):
+    """A run that may not happen whoever approves it: `reason` names why (a count), `why` says it."""
+
+    def __init__(self, reason: str, why: str):
+        super().__init__(why)
+        self.reason, self.why = reason, why
+
+    @property
+    def detail(self) -> str:
+        """As the refusal event says it: "rejected input: parameter note: ..."."""
+        return f"{self.reason.replace('_', ' ')}: {self.why}"
+
+
+def plan_run(runbook: Runbook, diagnosis: Diagnosis, by: str, rid: str) -> RunPlan:
+    """The run of `runbook` for `diagnosis`, parameters checked; Refused when its input or its playbook forbid it.
+
+    The executor plans every approved run with it, and its dry run asks it what a run would do."""
+    try:
+        parameters = resolve(runbook, diagnosis)
+    except ParameterError as exc:
+        raise Refused("rejected_input", str(exc)) from None
+    if not runbook.playbook:
+        raise Refused("no_playbook", "the runbook has no playbook")
+    target = str(parameters.get(runbook.target, diagnosis.root_cause.service or diagnosis.scope))
+    return RunPlan(run_id=rid, incident_id=diagnosis.incident_id, version=diagnosis.version,
+                   runbook=runbook.id, playbook=runbook.playbook, parameters=parameters, target=target,
+                   by=by, check_first=runbook.check_first, timeout_s=runbook.timeout.total_seconds(),
+                   cooldown_s=runbook.cooldown.total_seconds())
+
+
 def event(plan: RunPlan, step: RemediationStep, at: datetime, **fields) -> RemediationEvent:
     """A remediation event about a planned run."""
     return RemediationEvent(incident_id=plan.incident_id, runbook=plan.runbook, run_id=plan.run_id, step=step,
@@ -279,11 +309,9 @@ class Remediator:
             rid = answer_id(diagnosis.incident_id, runbook.id, by, diagnosis.version, "skipped")
             return [Publish(self._bare(diagnosis, runbook, rid, "skipped", by, detail, now))]
         try:
-            plan = self._plan(runbook, diagnosis, by, rid)
-        except ParameterError as exc:
-            return self._decline(state, diagnosis, runbook, by, "rejected_input", f"rejected input: {exc}", now)
-        if not runbook.playbook:
-            return self._decline(state, diagnosis, runbook, by, "no_playbook", "the runbook has no playbook", now)
+            plan = plan_run(runbook, diagnosis, by, rid)
+        except Refused as refused:
+            return self._decline(state, diagnosis, runbook, by, refused.reason, refused.detail, now)
         until = state.cooldown_until.get(plan.target)
         if until is not None and now < until:
             why = f"{plan.target} cools down until {until:%H:%M:%S}"
@@ -294,14 +322,6 @@ class Remediator:
         state.counts["approved"] += 1
         detail = f"approved by {by} for version {diagnosis.version}"
         return [Record(entry), Publish(event(plan, "approved", now, detail=detail))]
-
-    def _plan(self, runbook: Runbook, diagnosis: Diagnosis, by: str, rid: str) -> RunPlan:
-        parameters = resolve(runbook, diagnosis)
-        target = str(parameters.get(runbook.target, diagnosis.root_cause.service or diagnosis.scope))
-        return RunPlan(run_id=rid, incident_id=diagnosis.incident_id, version=diagnosis.version,
-                       runbook=runbook.id, playbook=runbook.playbook, parameters=parameters, target=target,
-                       by=by, check_first=runbook.check_first, timeout_s=runbook.timeout.total_seconds(),
-                       cooldown_s=runbook.cooldown.total_seconds())
 
     def _dispatch(self, state: ExecutorState, now: datetime) -> list[Output]:
         """Start queued runs whose target is free, up to the global cap, oldest first."""

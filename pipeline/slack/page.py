@@ -19,7 +19,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.alerts import NO_ALERTNAME
-from pipeline.actions import Approval, Feedback
+from pipeline.actions import INCIDENT_ID, Approval, Feedback
 from pipeline.diagnose import Diagnosis
 from pipeline.render import confidence, duration
 from pipeline.runbooks import RUNBOOK_ID, Catalog, Runbook
@@ -40,7 +40,7 @@ class ButtonValue(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     action: Button = Field(alias="a")
-    incident_id: str = Field(alias="i", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")  # as the worker names them
+    incident_id: str = Field(alias="i", pattern=INCIDENT_ID)
     version: int = Field(alias="v", ge=1, le=MAX_VERSION)
     runbook: str | None = Field(default=None, alias="r", pattern=RUNBOOK_ID.pattern)
 
@@ -77,8 +77,8 @@ def render_message(d: Diagnosis, catalog: Catalog | None = None, links: Links = 
     ]
     if acts:
         blocks.append(bk.context(*_act_lines(acts)))
-    approvable = runbook.id if runbook else (d.recommended_runbook if catalog is None else None)
-    blocks.append(bk.actions(_buttons(d, runbook, approvable), block_id=f"{d.incident_id}:v{d.version}"))
+    blocks.append(bk.actions(_buttons(d, runbook, _approvable(d, catalog, runbook)),
+                             block_id=f"{d.incident_id}:v{d.version}"))
     blocks.append(bk.context(_footer(d, links)))
     return Message(text=bk.clip(bk.escape(f"{_kind(d)} {_root_title(d)}: {d.summary}"), bk.MAX_TEXT),
                    blocks=bk.fit_blocks(blocks))
@@ -160,17 +160,24 @@ def manual_command(d: Diagnosis, runbook: Runbook | None) -> str | None:
     return f"ansible-playbook playbooks/{runbook.playbook} -e {shlex.quote(extra)}"
 
 
+def _approvable(d: Diagnosis, catalog: Catalog | None, runbook: Runbook | None) -> str | None:
+    """The runbook a person may approve: one of the catalog, or with no catalog at hand a well-formed id."""
+    if runbook is not None:
+        return runbook.id
+    wanted = d.recommended_runbook
+    return wanted if catalog is None and wanted and RUNBOOK_ID.match(wanted) else None
+
+
 def _buttons(d: Diagnosis, runbook: Runbook | None, approvable: str | None) -> list[dict]:
-    """The page's buttons; Approve only for a runbook of the catalog (or, with no catalog, a well-formed id)."""
     def value(action: Button, with_runbook: bool = False) -> str:
         return ButtonValue(action=action, incident_id=d.incident_id, version=d.version,
                            runbook=approvable if with_runbook else None).encode()
 
     buttons = []
-    if d.status == "firing" and approvable and RUNBOOK_ID.match(approvable):
+    if d.status == "firing" and approvable:
         buttons.append(bk.button("Approve fix", ACTION_PREFIX + "approve", value("approve", True), "primary",
                                  bk.confirm("Approve the fix?", bk.escape(
-                                     f"Run {d.recommended_runbook} for {d.root_cause.service} "
+                                     f"Run {approvable} for {d.root_cause.service} "
                                      f"(diagnosis v{d.version})?"), "Approve", "Cancel")))
         command = manual_command(d, runbook)
         if command:
@@ -185,8 +192,10 @@ def _buttons(d: Diagnosis, runbook: Runbook | None, approvable: str | None) -> l
 
 def _act_lines(acts: list[Approval | Feedback]) -> list[str]:
     """What people did, each thing once: a double click on the same button is one line."""
-    acts = list({(type(a), a.user_id, getattr(a, "runbook", None), getattr(a, "verdict", None), a.version): a
-                 for a in reversed(acts)}.values())[::-1]
+    first: dict[tuple, Approval | Feedback] = {}
+    for a in acts:
+        first.setdefault((type(a), a.user_id, getattr(a, "runbook", None), getattr(a, "verdict", None), a.version), a)
+    acts = list(first.values())
     shown = [act_line(a) for a in acts[-MAX_ACTS_SHOWN:]]
     earlier = len(acts) - len(shown)
     return ([f"and {earlier} earlier"] if earlier else []) + shown
