@@ -30,7 +30,7 @@ class WorkerSettings:
     save_every: float = 1.0  # seconds between state saves; outputs never wait for a save
     tick_every: float = 0.2  # seconds between ticks; 0 turns the ticker off
     batch: int = 2000
-    batch_within: float = 0.05
+    batch_within: float = 0.0  # seconds a batch waits for more after its first event; 0 takes what is queued
     session_timeout: float = 10.0
     replication: int = 1
 

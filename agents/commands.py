@@ -130,8 +130,9 @@ def register_worker(sub) -> None:
     parser.add_argument("--save-every", type=positive_seconds, default=1.0, help="seconds between state saves (default 1)")
     parser.add_argument("--tick-every", type=at_least(0, float, "number of seconds"), default=0.2,
                         help="seconds between ticks that move event time on; 0 turns the ticker off (default 0.2)")
-    parser.add_argument("--batch-within", type=positive_seconds, default=0.05,
-                        help="seconds an agent waits to fill a batch (default 0.05; less is quicker, more is cheaper)")
+    parser.add_argument("--batch-within", type=at_least(0, float, "number of seconds"), default=0.0,
+                        help="seconds a batch waits for more records after its first; 0 takes what is queued "
+                             "(default 0: a batch is as large as the backlog)")
     parser.add_argument("--session-timeout", type=positive_seconds, default=10.0,
                         help="seconds before a silent worker's partitions move to another (default 10)")
     parser.add_argument("--replication", type=replicas, default=1, help="replication of topics faust creates itself")

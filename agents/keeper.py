@@ -78,11 +78,7 @@ class Keeper:
 
 
 class Held:
-    """Events taken but not yet acknowledged, by partition, in the order they came.
-
-    Faust acknowledges a batch's events when the next batch is taken; `keep`
-    adds a reference to each so that the acknowledgement waits for a save.
-    """
+    """Events taken but not yet acknowledged, by partition, in the order they came."""
 
     def __init__(self) -> None:
         self.events: dict[int, list[faust.EventT]] = defaultdict(list)
@@ -90,11 +86,6 @@ class Held:
 
     def hold(self, event: faust.EventT) -> None:
         self.events[event.message.partition].append(event)
-
-    @staticmethod
-    def keep(events: Iterable[faust.EventT]) -> None:
-        for event in events:
-            event.message.incref()
 
     def anchors(self) -> dict[int, faust.EventT]:
         return {p: events[-1] for p, events in self.events.items() if events}

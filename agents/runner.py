@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import faust
 
+from agents.delivery import batches
 from agents.keeper import Held, InOrder, Keeper
 from topics.catalog import Topic
 
@@ -35,8 +36,7 @@ class Runner:
     held: Held = field(default_factory=Held)
 
     async def run(self, stream: faust.StreamT, batch: int, within: float, save_every: float) -> None:
-        async for events in stream.take_events(batch, within):
-            Held.keep(events)
+        async for events in batches(stream, batch, within):
             generation = self.app.consumer_generation_id
             fresh = await self.in_order.admit([e for e in events if e.message.generation_id == generation])
             if len(fresh) < len(events):

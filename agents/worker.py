@@ -8,6 +8,7 @@ import faust
 
 from agents.app import WorkerSettings, global_table, make_app, raw_topic, seek_uncommitted_to_start, table
 from agents.correlate import Correlate, decode_scope, encode_scope
+from agents.delivery import hand_over_at_once
 from agents.diagnose import Diagnose, decode_diagnosis, encode_diagnosis
 from agents.evidence import EvidenceAsker
 from agents.history import HistoryTable
@@ -37,6 +38,7 @@ def build_worker(kafka: Kafka, settings: WorkerSettings, config: Config, graph: 
     sinks = {role: (topic, raw_topic(app, topic)) for role, topic in outputs.items()}
     in_order = InOrder(app)
     seek_uncommitted_to_start(app, {raw.name, *(t.name for t in sources)})
+    hand_over_at_once(app.consumer)
     correlate = _correlate(app, kafka, config, graph, sinks, in_order)
     diagnose = _diagnose(app, kafka, config, graph, catalog, sinks, in_order, evidence)
     raw_channel = raw_topic(app, raw)
