@@ -10,6 +10,7 @@ to the dead-letter topic with the reason.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import defaultdict
 from typing import Any, Iterable
 
@@ -19,9 +20,11 @@ from agents.keeper import Entry, Keeper
 from pipeline.alerts import AlertRecord, InputError
 from pipeline.correlate import Correlator, DeadLetter
 from pipeline.incidents import Incident
-from topics.catalog import ALERTS_RAW, SEQ_HEADER, SavedScope, ScopeIndex, Tick
+from topics.catalog import ALERTS_RAW, SCOPE_TABLE, SEQ_HEADER, SavedScope, ScopeIndex, Tick
 
 log = logging.getLogger("stormdrain.correlate")
+SCOPE_LEVEL = 1  # zlib's fastest level: most of the size gained for the least time
+MAX_SCOPE_JSON = 16 * SCOPE_TABLE.max_message_bytes  # a saved scope inflates to at most this
 Output = tuple[str, bytes, Any, dict]  # (role of the topic: "incidents" or "dead_letters", key, value, headers)
 
 
@@ -142,11 +145,32 @@ def _pending_offsets(entry: Entry) -> list[int]:
 
 
 def encode_scope(entry: Entry) -> bytes:
-    """The saved form of a scope: its state without the pending records, and their offsets."""
+    """The saved form of a scope: its state without the pending records, and their offsets, zlib-compressed.
+
+    A scope's state holds every alert it remembers (megabytes in a long storm)
+    and is saved every second: compressed it is a small share of the bytes to
+    send, store and replicate, and far below the changelog's message bound
+    (`python -m agents.scope_sizes` measures both).
+    """
     saved: SavedScope = entry.value
     saved.pending = _pending_offsets(entry)
-    return saved.model_dump_json(exclude={"state": {"pending"}}).encode()
+    return zlib.compress(saved.model_dump_json(exclude={"state": {"pending"}}).encode(), SCOPE_LEVEL)
 
 
 def decode_scope(raw: bytes) -> SavedScope:
-    return SavedScope.model_validate_json(raw)
+    """A saved scope, compressed or, as saved before compression, plain JSON (which starts with `{`)."""
+    return SavedScope.model_validate_json(raw if raw[:1] == b"{" else _inflate(raw))
+
+
+def _inflate(raw: bytes) -> bytes:
+    """Compressed JSON back to JSON, refusing what would inflate past the bound."""
+    inflate = zlib.decompressobj()
+    try:
+        plain = inflate.decompress(raw, MAX_SCOPE_JSON)
+    except zlib.error as exc:
+        raise ValueError(f"a saved scope is neither JSON nor zlib-compressed JSON ({exc})") from None
+    if inflate.unconsumed_tail:
+        raise ValueError(f"a saved scope inflates past {MAX_SCOPE_JSON:,} bytes")
+    if not inflate.eof:
+        raise ValueError("a saved scope is neither JSON nor zlib-compressed JSON (it ends early)")
+    return plain

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.alerts import AlertRecord, OptionalTime
 from pipeline.config import Config
-from pipeline.dedupe import AlertState, Decision, Reason, annotations_digest, decide
+from pipeline.dedupe import AlertState, Decision, Reason, decide
 from pipeline.graph import ServiceGraph
 from pipeline.identity import Identity
 from pipeline.incidents import MAX_NAMES, NO_SERVICE, Incident, ServiceSummary, add_cover, incident_id, place

@@ -232,7 +232,7 @@ EXECUTOR_LEDGER = Topic(
 )
 SCOPE_TABLE = Topic(
     "stormdrain.correlate.scopes", "scope", SavedScope, compact=True, max_message_bytes=64 * MIB,
-    description="Changelog of correlate's per-scope state (co-partitioned with alerts.raw).",
+    description="Changelog of correlate's per-scope state, zlib-compressed JSON (co-partitioned with alerts.raw).",
 )
 SCOPE_INDEX = Topic(
     "stormdrain.correlate.partitions", "partition", ScopeIndex, compact=True,
