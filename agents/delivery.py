@@ -40,11 +40,13 @@ def hand_over_at_once(consumer: Any) -> None:
             return await race(*coros, timeout=timeout)
         try:
             waiting_on = first.send(None)
-        except StopIteration as done:
+        except BaseException as ended:  # finished, or failed: the others are not needed
             for other in others:
                 if asyncio.iscoroutine(other):
                     other.close()
-            return WaitResults([first], [done.value], False)
+            if isinstance(ended, StopIteration):
+                return WaitResults([first], [ended.value], False)
+            raise
         return await race(_carry_on(first, waiting_on), *others, timeout=timeout)
 
     consumer.wait_first = wait_first
