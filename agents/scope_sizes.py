@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from agents.correlate import decode_scope, encode_scope
 from agents.keeper import Entry
+from pipeline.alerts import InputError
+from pipeline.arguments import at_least
 from pipeline.config import Config
 from pipeline.embedded import Embedded
 from pipeline.graph import load_graph
@@ -35,6 +37,7 @@ class Sizes:
     encode_s: float = 0.0
     compress_s: float = 0.0
     decode_s: float = 0.0
+    unreadable: int = 0  # lines of the history that are no alert
 
     def save_all(self, engine: Embedded) -> None:
         """Save and restore every live scope, as the worker's keeper would, and count."""
@@ -64,6 +67,7 @@ class Sizes:
             f"all saves        {self.plain:,} bytes as JSON, {self.packed:,} saved ({ratio:.1f}x smaller)",
             f"time to save     {self.encode_s:.2f} s, of which compressing {self.compress_s:.2f} s",
             f"time to restore  {self.decode_s:.2f} s",
+            *([f"unreadable lines {self.unreadable:,} (skipped, as replay skips them)"] if self.unreadable else []),
         ])
 
 
@@ -73,6 +77,7 @@ def measure(history: str, graph_path: str, every: int) -> Sizes:
     sizes, chunk = Sizes(), []
     with open(history, "rb") as stream:
         for line in read_lines(stream, engine.identity.scope):
+            sizes.unreadable += line.error is not None
             chunk.extend(line.records)
             if len(chunk) >= every:
                 engine.pipe_many(chunk)
@@ -87,9 +92,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("history", help="a replay file (NDJSON envelopes, webhooks or records)")
     parser.add_argument("--graph", required=True, help="the service graph")
-    parser.add_argument("--every", type=int, default=5000, help="records between saves (default 5000)")
+    parser.add_argument("--every", type=at_least(1), default=5000, help="records between saves (default 5000)")
     args = parser.parse_args()
-    print(measure(args.history, args.graph, args.every).report())
+    try:
+        print(measure(args.history, args.graph, args.every).report())
+    except InputError as exc:
+        parser.exit(2, f"scope_sizes: {exc}\n")
+    except OSError as exc:
+        parser.exit(2, f"scope_sizes: cannot read {exc.filename}: {exc.strerror}\n")
 
 
 if __name__ == "__main__":
