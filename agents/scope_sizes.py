@@ -95,11 +95,12 @@ def main() -> None:
     parser.add_argument("--every", type=at_least(1), default=5000, help="records between saves (default 5000)")
     args = parser.parse_args()
     try:
-        print(measure(args.history, args.graph, args.every).report())
+        sizes = measure(args.history, args.graph, args.every)
     except InputError as exc:
         parser.exit(2, f"scope_sizes: {exc}\n")
     except OSError as exc:
         parser.exit(2, f"scope_sizes: cannot read {exc.filename}: {exc.strerror}\n")
+    print(sizes.report())
 
 
 if __name__ == "__main__":
