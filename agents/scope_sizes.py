@@ -22,7 +22,7 @@ from pipeline.arguments import at_least
 from pipeline.config import Config
 from pipeline.embedded import Embedded
 from pipeline.graph import load_graph
-from pipeline.replay import read_lines
+from pipeline.replay import open_input, read_lines
 from pipeline.runbooks import load_catalog
 from topics.catalog import SavedScope
 
@@ -75,7 +75,7 @@ def measure(history: str, graph_path: str, every: int) -> Sizes:
     config = Config()
     engine = Embedded(config, load_graph(graph_path, config.incidents.link_depth), load_catalog(), keep=())
     sizes, chunk = Sizes(), []
-    with open(history, "rb") as stream:
+    with open_input(history) as stream:
         for line in read_lines(stream, engine.identity.scope):
             sizes.unreadable += line.error is not None
             chunk.extend(line.records)
@@ -89,8 +89,8 @@ def measure(history: str, graph_path: str, every: int) -> Sizes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("history", help="a replay file (NDJSON envelopes, webhooks or records)")
+    parser = argparse.ArgumentParser(prog="python -m agents.scope_sizes", description=__doc__.split("\n")[0])
+    parser.add_argument("history", help="a replay file (NDJSON envelopes, webhooks or records; gzip or not; - for standard input)")
     parser.add_argument("--graph", required=True, help="the service graph")
     parser.add_argument("--every", type=at_least(1), default=5000, help="records between saves (default 5000)")
     args = parser.parse_args()

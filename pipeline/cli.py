@@ -260,6 +260,8 @@ def run_replay(args: argparse.Namespace) -> int:
                     kept.append(diagnosis)
 
             summary = replay(stream, engine, emit, strict=args.strict, progress=_progress(args, stream))
+    except OSError as exc:  # opening was checked: this is writing the diagnoses, or the disk under the input
+        raise InputError(str(exc.filename or args.out), f"replay stopped: {exc.strerror or exc}") from None
     finally:
         if hasattr(past, "close"):
             past.close()

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from pipeline.alerts import format_time
+from pipeline.alerts import InputError, format_time
 from pipeline.arguments import count
 from pipeline.bench.storms import Fault, StormSettings, generate
 from pipeline.graph import load_graph
@@ -36,15 +36,27 @@ def truth_path(history: str | Path) -> Path:
     return path.with_name(name + ".truth.json")
 
 
+TOP_UPS = 20  # at most this many tries to reach the alerts asked for (a tenth more each)
+
+
 def write_history(graph_path: str | Path, alerts: int, seed: int, out: str | Path) -> dict:
     """Generate at least `alerts` alerts of storms on the graph; write the history and its truth."""
     graph = load_graph(graph_path)
     pilot = generate(graph, seed, StormSettings(scenarios=PILOT_SCENARIOS))
     per_scenario = max(1.0, _alerts(pilot.envelopes) / PILOT_SCENARIOS)
-    storm = generate(graph, seed, StormSettings(scenarios=max(1, math.ceil(alerts / per_scenario * 1.05))))
-    Path(out).write_text("".join(json.dumps(e) + "\n" for e in storm.envelopes))
+    scenarios = max(1, math.ceil(alerts / per_scenario * 1.05))
+    storm = generate(graph, seed, StormSettings(scenarios=scenarios))
+    for _ in range(TOP_UPS):  # the pilot's estimate fell short: a tenth more scenarios, until it does not
+        if _alerts(storm.envelopes) >= alerts:
+            break
+        scenarios = math.ceil(scenarios * 1.1)
+        storm = generate(graph, seed, StormSettings(scenarios=scenarios))
     truth = {"graph": Path(graph_path).name, "seed": seed, "faults": [fault_json(f) for f in storm.faults]}
-    truth_path(out).write_text(json.dumps(truth, indent=1) + "\n")
+    try:
+        Path(out).write_text("".join(json.dumps(e) + "\n" for e in storm.envelopes))
+        truth_path(out).write_text(json.dumps(truth, indent=1) + "\n")
+    except OSError as exc:
+        raise InputError(str(exc.filename or out), f"cannot write the history: {exc.strerror}") from None
     return {"alerts": _alerts(storm.envelopes), "webhooks": len(storm.envelopes), "faults": len(storm.faults),
             "history": str(out), "truth": str(truth_path(out))}
 

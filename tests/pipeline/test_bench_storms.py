@@ -41,3 +41,23 @@ def test_the_storm_benchmark_scores_a_two_service_graph_and_names_its_seeds(tmp_
     figures = json.loads(out.read_text())
     assert figures["seeds"] == [100, 101]  # first and last, both run
     assert figures["overall"]["stormdrain"]["faults"] >= 20
+
+
+@pytest.mark.parametrize("alerts", [300, 2000])
+def test_a_history_holds_at_least_the_alerts_asked_for(tmp_path, alerts):
+    graph = tmp_path / "shop.json"
+    graph.write_text(json.dumps({"edges": [{"from": "web", "to": "orders"}, {"from": "orders", "to": "db"},
+                                           {"from": "web", "to": "cart"}, {"from": "cart", "to": "cache"}]}))
+    out = tmp_path / "h.ndjson"
+    result = _bench("history", str(graph), "--alerts", str(alerts), "--seed", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    written = sum(len(json.loads(line)["webhook"]["alerts"]) for line in out.read_text().splitlines())
+    assert written == json.loads(result.stdout)["alerts"] >= alerts
+
+
+def test_a_history_that_cannot_be_written_is_a_clear_error(tmp_path):
+    graph = tmp_path / "pair.json"
+    graph.write_text(json.dumps({"edges": [{"from": "web", "to": "orders"}]}))
+    result = _bench("history", str(graph), "--alerts", "100", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "cannot write the history: Is a directory" in result.stderr and "Traceback" not in result.stderr

@@ -122,6 +122,13 @@ def test_an_output_that_cannot_be_written_is_a_clear_error(tmp_path, command):
     assert "--out: cannot write" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_under_the_output_stops_the_replay_with_a_clear_error():
+    result = _run_cli("replay", str(demo.STORM), "--out", "/dev/full")
+    assert result.returncode == 2
+    assert "/dev/full: replay stopped: No space left on device" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_an_alert_without_alertname_is_diagnosed_with_the_rest_of_its_group():
     body = (Path(__file__).parents[1] / "fixtures" / "webhooks" / "no_alertname.json").read_text()
     result = _run_cli("replay", "-", "--out", "-", stdin=json.dumps(json.loads(body)) + "\n")
