@@ -90,17 +90,18 @@ async def batches(stream: faust.StreamT, most: int, within: float = 0.0) -> Asyn
     """
     await stream.maybe_start()
     channel = aiter(stream.channel)  # subscribes the stream's topics, as iterating the stream does
-    queue = channel.queue
     app = stream.app
     track = _Tracker(app)
     loop = asyncio.get_running_loop()
     try:
         while not stream.should_stop:
             try:
-                events = await _batch(channel, queue, most, loop.time() + within)
+                events = await _batch(channel, most, loop.time() + within)
             except StopAsyncIteration:  # the channel is closing: the worker stops
                 return
-            taken = [e for e in events if isinstance(e, faust.EventT) and app.flow_control.is_active()]
+            if not app.flow_control.is_active():  # the batch was fetched while flow was suspended
+                continue
+            taken = [e for e in events if isinstance(e, faust.EventT)]
             track(taken)
             if taken:
                 yield taken
@@ -108,9 +109,9 @@ async def batches(stream: faust.StreamT, most: int, within: float = 0.0) -> Asyn
         stream._channel_stop_iteration(channel)
 
 
-async def _batch(channel: faust.ChannelT, queue: Any, most: int, deadline: float) -> list:
+async def _batch(channel: faust.ChannelT, most: int, deadline: float) -> list:
     events = [await channel.__anext__()]
-    loop = asyncio.get_running_loop()
+    queue, loop = channel.queue, asyncio.get_running_loop()
     while len(events) < most:
         if not queue.empty():
             events.append(queue.get_nowait())

@@ -15,7 +15,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from agents.correlate import decode_scope, encode_scope
+from agents.correlate import SCOPE_LEVEL, decode_scope, encode_scope
 from agents.keeper import Entry
 from pipeline.alerts import InputError
 from pipeline.arguments import at_least
@@ -51,7 +51,7 @@ class Sizes:
             self.encode_s += encoded - started
             plain = zlib.decompress(packed)
             started = time.perf_counter()
-            zlib.compress(plain, 1)
+            zlib.compress(plain, SCOPE_LEVEL)
             self.compress_s += time.perf_counter() - started
             self.saves += 1
             self.plain += len(plain)
